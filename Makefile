@@ -1,0 +1,41 @@
+# The two set-up commands of the README: `make demo` and `make test`. Each bootstraps .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch that lies on this project's machines; a user with a GPU can pass
+# TORCH_SPEC=torch (or keep the torch already in the venv: it is never replaced).
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.tenfold-installed
+RUNS   ?= runs
+REPORT ?= report
+
+.PHONY: demo test lint bench report install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tenfold run all --preset quick --out $(RUNS)
+	$(BIN)/tenfold report $(RUNS) -o $(REPORT)
+	@echo "report written to $(REPORT)/index.html"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks --toy
+
+report: $(STAMP)
+	$(BIN)/tenfold report $(RUNS) -o $(REPORT)
+
+clean:
+	rm -rf $(VENV) $(RUNS) $(REPORT) .pytest_cache .ruff_cache

@@ -1,0 +1,151 @@
+"""The ``tenfold`` command line: list, run, report, info.
+
+User errors (unknown experiment, field, preset or bad value) exit with status 2 and one
+line naming the problem and the close matches; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, status 2
+        self.exit(EXIT_USAGE, f"tenfold: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _fail(msg: str) -> int:
+    print(f"tenfold: error: {msg}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def cmd_list(args) -> int:
+    from .core.experiment import METHODS, registry
+
+    reg = registry()
+    by_method: dict[str, list] = {}
+    for e in reg.values():
+        by_method.setdefault(e.method, []).append(e)
+    for m in METHODS:
+        exps = by_method.get(m.key, [])
+        tag = f"arXiv {m.arxiv}" if m.arxiv else "core"
+        print(f"{m.key:10s} {m.title} ({tag})" + ("" if exps else "  -- not implemented yet"))
+        for e in exps:
+            print(f"  {e.name:28s} {e.summary}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .core.experiment import ConfigError, get, parse_overrides, registry, run_experiment
+
+    try:
+        if args.name == "all":
+            if args.set:
+                return _fail("--set applies to one experiment, not to `all`")
+            names = list(registry())
+        else:
+            names = [args.name]
+        plans = []
+        for n in names:
+            exp = get(n)
+            if args.preset not in exp.presets:
+                raise ConfigError(f"unknown preset {args.preset!r} for {n}; choose {', '.join(exp.presets)}")
+            plans.append((n, parse_overrides(exp.config_cls, args.set or [])))
+    except ConfigError as e:
+        return _fail(str(e))
+    failed = []
+    for n, over in plans:
+        print(f"== {n} [{args.preset}]", file=sys.stderr, flush=True)
+        try:
+            result, run_dir = run_experiment(
+                n, args.preset, over, seed=args.seed, out=args.out, progress=not args.quiet
+            )
+        except ConfigError as e:
+            return _fail(str(e))
+        except Exception:  # noqa: BLE001 -- report, keep going with the others, exit 1
+            if len(plans) == 1:
+                raise
+            import traceback
+
+            traceback.print_exc()
+            failed.append(n)
+            continue
+        for c in result.claims:
+            print(f"  [{c.verdict.value:12s}] {c.paper}\n                 measured: {c.measured}")
+        print(f"  saved {run_dir / 'result.json'}")
+    if failed:
+        print(f"tenfold: {len(failed)} experiment(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .core.report import write_report
+
+    runs = Path(args.runs)
+    if not runs.is_dir():
+        return _fail(f"no runs folder at {runs}; run `tenfold run ...` first or name the folder")
+    path = write_report(runs, Path(args.output))
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    import importlib.util
+
+    import torch
+
+    from .core.experiment import machine_info, package_versions
+
+    m = machine_info()
+    for k, v in package_versions().items():
+        print(f"{k:14s} {v}")
+    print(f"{'cpu':14s} {m['cpu']} ({m['cpu_count']} cores, torch uses {m['torch_threads']} threads)")
+    gpu = torch.cuda.is_available()
+    print(f"{'gpu':14s} {m['gpu'] or 'none'}" + (f" (capability {torch.cuda.get_device_capability(0)})" if gpu else ""))
+    has_triton = importlib.util.find_spec("triton") is not None
+    print(f"{'triton':14s} " + ("installed" if has_triton else "not installed") + (
+        "; kernels run on the GPU" if has_triton and gpu else "; kernels run only under TRITON_INTERPRET=1" if has_triton else ""
+    ))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tenfold", description="Ten 2025 efficient-generative-AI papers: APIs and reproductions.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"tenfold {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="list methods and their experiments").set_defaults(fn=cmd_list)
+    r = sub.add_parser("run", help="run an experiment (or all) and save its result")
+    r.add_argument("name", help="experiment name, e.g. core/dit-digits, or 'all'")
+    r.add_argument("--preset", default="quick", help="quick (CPU, minutes) or full (default: quick)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", default="runs", help="runs folder (default: runs)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(fn=cmd_run)
+    rep = sub.add_parser("report", help="render report/index.html from saved runs")
+    rep.add_argument("runs", nargs="?", default="runs", help="runs folder (default: runs)")
+    rep.add_argument("-o", "--output", default="report", help="output folder (default: report)")
+    rep.set_defaults(fn=cmd_report)
+    sub.add_parser("info", help="versions, devices, Triton and GPU availability").set_defaults(fn=cmd_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("tenfold: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""Experiments, claims and results: the registry behind ``tenfold run``.
+
+An experiment is a registered function from a typed config (a frozen dataclass with named
+presets ``quick`` and ``full``) and a :class:`RunContext` to a :class:`Result`: metrics,
+tables, figures and :class:`Claim` s. ``run_experiment`` saves
+``<out>/<name>/<stamp>/result.json`` plus the figures (PNG), with the config, seed, wall
+time, machine, package versions and git commit.
+
+Register one with::
+
+    @experiment("core/dit-digits", DiTDigitsConfig, presets={"quick": {...}, "full": {...}},
+                summary="...")
+    def dit_digits(cfg: DiTDigitsConfig, ctx: RunContext) -> Result: ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write_text
+
+__all__ = [
+    "Verdict",
+    "Claim",
+    "Result",
+    "RunContext",
+    "Experiment",
+    "ConfigError",
+    "MethodInfo",
+    "METHODS",
+    "experiment",
+    "registry",
+    "get",
+    "make_config",
+    "parse_overrides",
+    "run_experiment",
+    "machine_info",
+]
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem (unknown name, field or bad value)."""
+
+
+class Verdict(str, enum.Enum):
+    HOLDS = "holds"
+    FAILS = "fails"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the paper says, what this run measured, and whether it holds at this scale."""
+
+    paper: str
+    measured: str
+    verdict: Verdict
+    note: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "verdict", Verdict(self.verdict))
+
+    @staticmethod
+    def check(paper: str, measured: str, ok: bool | None, note: str = "") -> Claim:
+        """``ok=None`` means inconclusive."""
+        v = Verdict.INCONCLUSIVE if ok is None else (Verdict.HOLDS if ok else Verdict.FAILS)
+        return Claim(paper, measured, v, note)
+
+
+@dataclass
+class Result:
+    """What an experiment returns. ``tables`` are named lists of rows (dicts), e.g. a metric
+    against training steps; ``figures`` are file names inside the run directory."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    claims: list[Claim] = field(default_factory=list)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    key: str
+    arxiv: str
+    title: str
+    gives: str
+
+    @property
+    def doc(self) -> str:
+        return f"docs/{self.key}.md"
+
+
+METHODS: tuple[MethodInfo, ...] = (
+    MethodInfo("core", "", "Shared core: DiT/LM, EDM diffusion, trainer, metrics", "the foundation every method builds on"),
+    MethodInfo("mup", "2505.15270", "muP for diffusion transformers", "learning rates tuned on a small DiT/U-ViT/PixArt/MMDiT transfer to a wide one"),
+    MethodInfo("attention", "2505.11594", "SageAttention3 + SageBwd", "FP4/INT8/FP8 attention for inference, 8-bit attention for training"),
+    MethodInfo("fallback", "2503.08040", "Fallback Quantization", "INT8 training of GLU transformers that falls back to 16-bit on outlier blocks"),
+    MethodInfo("requant", "2503.01901", "PQI + ReQuant", "accurate quantization-sensitivity metric, better post-training weight quantization"),
+    MethodInfo("ddo", "2503.01103", "Direct Discriminative Optimization", "GAN-like fine-tuning of diffusion and AR models without a discriminator"),
+    MethodInfo("diffgap", "2503.12131", "DiffGAP", "bidirectional diffusion in a contrastive audio/text/video embedding space"),
+    MethodInfo("nvc", "2503.02733", "UAR-NVC", "neural (INR) video compression, clip by clip, with bounded memory"),
+    MethodInfo("dgs", "2504.04153", "Video4DGen", "dynamic Gaussian surfels: 4D content from videos"),
+    MethodInfo("mesh", "2503.15265", "DeepMesh", "compact mesh tokenization, autoregressive mesh generation, DPO"),
+    MethodInfo("afdm", "2503.10525", "AFDM XL-MIMO", "affine-frequency-division multiplexing with randomized-Kaczmarz precoding"),
+)
+_METHOD_KEYS = {m.key for m in METHODS}
+
+
+class RunContext:
+    """Handed to an experiment: where to write, the seed, and helpers for figures."""
+
+    def __init__(self, out_dir: Path, seed: int, preset: str, progress: bool = True):
+        self.out_dir, self.seed, self.preset, self.progress = out_dir, seed, preset, progress
+        self._figures: list[str] = []
+
+    def figure(self, fig, name: str) -> str:
+        """Save a matplotlib figure as ``<name>.png`` in the run directory and close it."""
+        import matplotlib.pyplot as plt
+
+        fname = f"{name}.png"
+        fig.savefig(self.out_dir / fname, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        self._figures.append(fname)
+        return fname
+
+    def log(self, msg: str) -> None:
+        if self.progress:
+            print(f"  {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    config_cls: type
+    fn: Callable[[Any, RunContext], Result]
+    presets: dict[str, dict[str, Any]]
+    summary: str
+
+    @property
+    def method(self) -> str:
+        return self.name.split("/", 1)[0]
+
+    def command(self, preset: str) -> str:
+        return f"tenfold run {self.name} --preset {preset}"
+
+
+_REGISTRY: dict[str, Experiment] = {}
+_LOADED = False
+
+
+def experiment(name: str, config_cls: type, presets: dict[str, dict[str, Any]], summary: str):
+    """Decorator registering ``fn(config, ctx) -> Result`` as experiment ``name``
+    (``"<method>/<what>"``). Presets ``quick`` and ``full`` are required."""
+    if "/" not in name or name.split("/", 1)[0] not in _METHOD_KEYS:
+        raise ValueError(f"experiment name {name!r} must be '<method>/<what>' with a known method")
+    if not dataclasses.is_dataclass(config_cls) or not config_cls.__dataclass_params__.frozen:
+        raise TypeError(f"{name}: config must be a frozen dataclass")
+    missing = {"quick", "full"} - set(presets)
+    if missing:
+        raise ValueError(f"{name}: presets {sorted(missing)} are missing")
+    for p, over in presets.items():  # validate presets at registration: a typo fails at import
+        make_config(config_cls, over, where=f"{name} preset {p!r}")
+
+    def deco(fn):
+        _REGISTRY[name] = Experiment(name, config_cls, fn, presets, summary)
+        return fn
+
+    return deco
+
+
+def _load_all() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    for m in METHODS:
+        mod = f"tenfold.{m.key}.repro"
+        if importlib.util.find_spec(f"tenfold.{m.key}") and importlib.util.find_spec(mod):
+            importlib.import_module(mod)
+    _LOADED = True
+
+
+def registry() -> dict[str, Experiment]:
+    """All registered experiments, by name (imports each method's ``repro`` module)."""
+    _load_all()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def _close(word: str, options) -> str:
+    near = difflib.get_close_matches(word, list(options), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(near)}?)" if near else ""
+
+
+def get(name: str) -> Experiment:
+    reg = registry()
+    if name not in reg:
+        raise ConfigError(f"unknown experiment {name!r}{_close(name, reg)}; `tenfold list` shows them all")
+    return reg[name]
+
+
+# ------------------------------------------------------------------ typed overrides
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _parse_value(text: str, tp: Any, fname: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and text.strip().lower() in ("none", "null"):
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _parse_value(text, a, fname)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{fname}: cannot parse {text!r}")
+    if origin is typing.Literal:
+        for a in args:
+            if str(a) == text:
+                return a
+        raise ConfigError(f"{fname}={text!r} is not one of {', '.join(map(str, args))}{_close(text, map(str, args))}")
+    if origin is tuple:
+        parts = [p for p in text.split(",") if p.strip()]
+        if args and args[-1] is not Ellipsis and len(parts) != len(args):
+            raise ConfigError(f"{fname} takes {len(args)} comma-separated values, got {text!r}")
+        elem = args if args and args[-1] is not Ellipsis else [args[0] if args else str] * len(parts)
+        return tuple(_parse_value(p.strip(), t, fname) for p, t in zip(parts, elem))
+    if tp is bool:
+        t = text.strip().lower()
+        if t in _TRUE:
+            return True
+        if t in _FALSE:
+            return False
+        raise ConfigError(f"{fname} takes true or false, got {text!r}")
+    if tp is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{fname} takes an integer, got {text!r}") from None
+    if tp is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{fname} takes a number, got {text!r}") from None
+    if tp is str:
+        return text
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(text)
+        except ValueError:
+            vals = [e.value for e in tp]
+            raise ConfigError(f"{fname}={text!r} is not one of {', '.join(map(str, vals))}") from None
+    raise ConfigError(f"{fname}: fields of type {tp} cannot be set from the command line")
+
+
+def parse_overrides(config_cls: type, items: list[str]) -> dict[str, Any]:
+    """``["steps=100", "lr=1e-3"]`` -> typed values for the fields of ``config_cls``."""
+    hints = typing.get_type_hints(config_cls)
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set takes key=value, got {item!r}")
+        if key not in names:
+            raise ConfigError(f"unknown field {key!r} for {config_cls.__name__}{_close(key, names)}; fields: {', '.join(names)}")
+        out[key] = _parse_value(val.strip(), hints[key], key)
+    return out
+
+
+def make_config(config_cls: type, values: dict[str, Any], where: str = "") -> Any:
+    """Build ``config_cls(**values)``, turning validation errors into a ConfigError."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    for k in values:
+        if k not in names:
+            raise ConfigError(f"{where + ': ' if where else ''}unknown field {k!r}{_close(k, names)}")
+    try:
+        return config_cls(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where + ': ' if where else ''}{e}") from None
+
+
+# ------------------------------------------------------------------ provenance
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU/GPU names, core count and the versions that matter for reproducing a number."""
+    import torch
+
+    info: dict[str, Any] = {
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    info["device"] = info["gpu"] or f"CPU ({info['cpu']}, {info['cpu_count']} cores)"
+    return info
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("tenfold", "torch", "numpy", "triton", "scikit-learn", "matplotlib", "safetensors"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (sha + ("-dirty" if dirty else "")) if sha else None
+
+
+def _jsonable(x: Any) -> Any:
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, enum.Enum):
+        return x.value
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+        return str(x)  # JSON has no NaN/inf
+    if hasattr(x, "item") and callable(x.item):  # numpy / torch scalars
+        return _jsonable(x.item())
+    return x
+
+
+def run_experiment(
+    name: str,
+    preset: str = "quick",
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+    out: str | os.PathLike = "runs",
+    progress: bool = True,
+) -> tuple[Result, Path]:
+    """Run one experiment and save its result; returns (result, run directory)."""
+    import torch
+
+    exp = get(name)
+    if preset not in exp.presets:
+        raise ConfigError(f"unknown preset {preset!r} for {name}; choose {', '.join(exp.presets)}")
+    values = {**exp.presets[preset], **(overrides or {})}
+    cfg = make_config(exp.config_cls, values, where=name)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(out) / name / stamp
+    k = 1
+    while run_dir.exists():
+        run_dir = Path(out) / name / f"{stamp}-{k}"
+        k += 1
+    run_dir.mkdir(parents=True)
+    ctx = RunContext(run_dir, seed, preset, progress)
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        result = exp.fn(cfg, ctx)
+    wall = time.perf_counter() - t0
+    if not isinstance(result, Result):
+        raise TypeError(f"{name} returned {type(result).__name__}, not Result")
+    result.figures = list(dict.fromkeys(result.figures + ctx._figures))
+    cmd = exp.command(preset) + "".join(f" --set {k}={v}" for k, v in (overrides or {}).items())
+    record = {
+        "name": name,
+        "method": exp.method,
+        "summary": exp.summary,
+        "preset": preset,
+        "seed": seed,
+        "config": _jsonable(cfg),
+        "overrides": _jsonable(overrides or {}),
+        "command": cmd + (f" --seed {seed}" if seed else ""),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": round(wall, 2),
+        "machine": machine_info(),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "metrics": _jsonable(result.metrics),
+        "claims": _jsonable(result.claims),
+        "tables": _jsonable(result.tables),
+        "figures": result.figures,
+        "notes": result.notes,
+    }
+    atomic_write_text(run_dir / "result.json", json.dumps(record, indent=2))
+    return result, run_dir

@@ -1,0 +1,107 @@
+"""Safe files: atomic writes and checked safetensors checkpoints.
+
+Nothing here unpickles. A checkpoint is one safetensors file whose metadata holds a format
+tag, free-form JSON and a SHA-256 of every tensor's bytes; loading checks all three, so a
+truncated or corrupted file raises :class:`CheckpointError` naming the file instead of
+loading silently. Writes go to a temporary file in the same folder, are fsynced and then
+renamed over the target, so a crash mid-write leaves the last good file intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["CheckpointError", "atomic_write_bytes", "atomic_write_text", "save_tensors", "load_tensors"]
+
+FORMAT = "tenfold.checkpoint.v1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, corrupted or of the wrong format."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _digest(tensors: dict[str, Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, Any] | None = None) -> None:
+    """Save named tensors plus JSON-able ``meta`` to a checked safetensors file, atomically."""
+    from safetensors.torch import save
+
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    header = {
+        "format": FORMAT,
+        "sha256": _digest(flat),
+        "meta": json.dumps(meta or {}, sort_keys=True),
+    }
+    atomic_write_bytes(path, save(flat, metadata=header))
+
+
+def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Load a file written by :func:`save_tensors` -> (tensors, meta). Raises CheckpointError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    data = path.read_bytes()
+    try:
+        tensors = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+    except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupted?): {e}") from None
+    md = header.get("__metadata__") or {}
+    if md.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a tenfold checkpoint (format tag {md.get('format')!r}, expected {FORMAT!r})")
+    if _digest(tensors) != md.get("sha256"):
+        raise CheckpointError(f"{path}: checksum mismatch: the tensor data is corrupted")
+    try:
+        meta = json.loads(md.get("meta", "{}"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: corrupted metadata: {e}") from None
+    return {k: v.to(device) for k, v in tensors.items()}, meta

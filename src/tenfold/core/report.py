@@ -1,0 +1,162 @@
+"""Render saved results (``runs/**/result.json``) into one self-contained ``index.html``.
+
+The page opens with a status table of all ten methods (those without experiments say "not
+implemented yet"), then per method its experiments: the claim table, metrics, tables,
+figures (embedded as base64 PNG), the machine and the command that reproduces it. The latest
+run of each experiment is shown.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .experiment import METHODS, registry
+from .io import atomic_write_text
+
+__all__ = ["collect_results", "render_report", "write_report"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em} h3{margin-top:1.5em}
+table{border-collapse:collapse;margin:.6em 0;font-size:14px} td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f5f5f5} .holds{background:#e3f6e3} .fails{background:#fbe3e3} .inconclusive{background:#fff5d6}
+.muted{color:#777} code{background:#f3f3f3;padding:1px 4px;border-radius:3px} img{max-width:100%;border:1px solid #eee;margin:.4em 0}
+.meta td:first-child{color:#555;white-space:nowrap}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def collect_results(runs: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Latest result per experiment name, and the files that could not be read."""
+    latest: dict[str, dict[str, Any]] = {}
+    skipped: list[str] = []
+    for f in sorted(Path(runs).rglob("result.json")):
+        try:
+            rec = json.loads(f.read_text())
+            name, created = rec["name"], rec["created"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            skipped.append(f"{f}: {e}")
+            continue
+        rec["_dir"] = f.parent
+        cur = latest.get(name)
+        if cur is None or (created, str(f.parent)) > (cur["created"], str(cur["_dir"])):
+            latest[name] = rec
+    return latest, skipped
+
+
+def _table(rows: list[dict[str, Any]], limit: int = 40) -> str:
+    if not rows:
+        return "<p class=muted>(empty)</p>"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_e(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows[:limit]
+    )
+    more = f"<p class=muted>{len(rows) - limit} more rows in result.json</p>" if len(rows) > limit else ""
+    return f"<table><tr>{head}</tr>{body}</table>{more}"
+
+
+def _experiment_html(rec: dict[str, Any]) -> str:
+    parts = [f"<h3 id='{_e(rec['name'])}'>{_e(rec['name'])}</h3>", f"<p>{_e(rec.get('summary', ''))}</p>"]
+    claims = rec.get("claims", [])
+    if claims:
+        rows = "".join(
+            f"<tr class='{_e(c['verdict'])}'><td>{_e(c['paper'])}</td><td>{_e(c['measured'])}</td>"
+            f"<td><b>{_e(c['verdict'])}</b></td><td>{_e(c.get('note', ''))}</td></tr>"
+            for c in claims
+        )
+        parts.append(
+            "<table><tr><th>claim</th><th>measured here</th><th>verdict</th><th>note</th></tr>" + rows + "</table>"
+        )
+    metrics = rec.get("metrics", {})
+    if metrics:
+        parts.append(_table([{"metric": k, "value": v} for k, v in metrics.items()]))
+    for fig in rec.get("figures", []):
+        p = rec["_dir"] / fig
+        if p.is_file():
+            data = base64.b64encode(p.read_bytes()).decode()
+            parts.append(f"<div><img alt='{_e(fig)}' src='data:image/png;base64,{data}'></div>")
+        else:
+            parts.append(f"<p class=muted>figure {_e(fig)} is missing from {_e(rec['_dir'])}</p>")
+    for tname, rows in rec.get("tables", {}).items():
+        parts.append(f"<h4>{_e(tname)}</h4>" + _table(rows))
+    if rec.get("notes"):
+        parts.append(f"<p class=muted>{_e(rec['notes'])}</p>")
+    m = rec.get("machine", {})
+    v = rec.get("versions", {})
+    meta = [
+        ("command", f"<code>{_e(rec.get('command', ''))}</code>"),
+        ("machine", _e(m.get("device", "?"))),
+        ("wall time", f"{_e(rec.get('wall_time_s', '?'))} s"),
+        ("preset / seed", f"{_e(rec.get('preset'))} / {_e(rec.get('seed'))}"),
+        ("when", _e(rec.get("created", ""))),
+        ("git commit", _e(rec.get("git_commit") or "unknown")),
+        ("versions", _e(", ".join(f"{k} {val}" for k, val in v.items()))),
+        ("config", f"<code>{_e(json.dumps(rec.get('config', {})))}</code>"),
+    ]
+    parts.append("<table class=meta>" + "".join(f"<tr><td>{k}</td><td>{val}</td></tr>" for k, val in meta) + "</table>")
+    return "\n".join(parts)
+
+
+def render_report(results: dict[str, dict[str, Any]], skipped: list[str] | None = None) -> str:
+    reg = registry()
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for rec in results.values():
+        by_method.setdefault(rec.get("method", rec["name"].split("/")[0]), []).append(rec)
+    rows = []
+    for m in METHODS:
+        exps = [e for e in reg.values() if e.method == m.key]
+        recs = by_method.get(m.key, [])
+        if not exps and not recs:
+            status = "<span class=muted>not implemented yet</span>"
+        else:
+            verdicts = Counter(c["verdict"] for r in recs for c in r.get("claims", []))
+            ran = f"{len(recs)}/{len(exps) or len(recs)} experiments run"
+            status = ran + ("; claims: " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) if verdicts else "")
+        paper = f"arXiv {m.arxiv}" if m.arxiv else ""
+        link = f"<a href='#{m.key}'>{_e(m.key)}</a>" if recs else _e(m.key)
+        rows.append(
+            f"<tr><td>{link}</td><td>{_e(m.title)}<br><span class=muted>{_e(m.gives)}</span></td>"
+            f"<td>{_e(paper)}</td><td>{status}</td><td><code>{_e(m.doc)}</code></td></tr>"
+        )
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>tenfold report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>tenfold report</h1>",
+        f"<p class=muted>generated {now}. Every number below was measured by this code on the machine named "
+        "with it; a claim that does not hold at this scale is reported as such.</p>",
+        "<table><tr><th>method</th><th>what</th><th>paper</th><th>status</th><th>doc</th></tr>" + "".join(rows) + "</table>",
+    ]
+    for m in METHODS:
+        recs = sorted(by_method.get(m.key, []), key=lambda r: r["name"])
+        if not recs:
+            continue
+        out.append(f"<h2 id='{m.key}'>{_e(m.key)}: {_e(m.title)}</h2>")
+        out.extend(_experiment_html(r) for r in recs)
+    if skipped:
+        out.append("<h2>unreadable result files</h2><ul>" + "".join(f"<li>{_e(s)}</li>" for s in skipped) + "</ul>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write_report(runs: Path, out_dir: Path) -> Path:
+    results, skipped = collect_results(runs)
+    path = Path(out_dir) / "index.html"
+    atomic_write_text(path, render_report(results, skipped))
+    return path
