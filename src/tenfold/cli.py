@@ -41,7 +41,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .core.experiment import ConfigError, get, parse_overrides, registry, run_experiment
+    from .core.experiment import ConfigError, get, make_config, parse_overrides, registry, run_experiment
 
     try:
         if args.name == "all":
@@ -55,7 +55,9 @@ def cmd_run(args) -> int:
             exp = get(n)
             if args.preset not in exp.presets:
                 raise ConfigError(f"unknown preset {args.preset!r} for {n}; choose {', '.join(exp.presets)}")
-            plans.append((n, parse_overrides(exp.config_cls, args.set or [])))
+            over = parse_overrides(exp.config_cls, args.set or [])
+            make_config(exp.config_cls, {**exp.presets[args.preset], **over}, where=n)  # validate before running
+            plans.append((n, over))
     except ConfigError as e:
         return _fail(str(e))
     failed = []

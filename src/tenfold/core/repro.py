@@ -32,7 +32,7 @@ class DiTDigitsConfig:
     eval_every: int = 1000
     eval_samples: int = 1000  # per evaluation, spread evenly over the 10 classes
     sampler_steps: int = 18
-    cfg_scale: float = 1.0  # classifier-free guidance scale of the evaluation samples
+    cfg_scale: float = 1.5  # classifier-free guidance scale of the evaluation samples
     class_dropout_prob: float = 0.1
 
     def __post_init__(self):
@@ -42,8 +42,17 @@ class DiTDigitsConfig:
             raise ValueError(f"image_size must be 8 or 16 (digits are 8x8, optionally upsampled), got {self.image_size}")
         if self.eval_samples < 20:
             raise ValueError("eval_samples must be >= 20 (two per class) for a covariance estimate")
-        if self.eval_every < 0 or self.sampler_steps < 1 or self.n_heads < 1:
-            raise ValueError("eval_every must be >= 0, sampler_steps and n_heads >= 1")
+        for name in ("steps", "batch_size", "sampler_steps", "n_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0 or self.warmup_steps < 0:
+            raise ValueError("eval_every and warmup_steps must be >= 0")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.cfg_scale < 0 or not 0 <= self.class_dropout_prob < 1:
+            raise ValueError("cfg_scale must be >= 0 and class_dropout_prob in [0, 1)")
 
     def dit(self) -> DiTConfig:
         return DiTConfig(
@@ -68,7 +77,14 @@ def _samples(denoiser, n: int, size: int, cfg: DiTDigitsConfig, seed: int) -> tu
     DiTDigitsConfig,
     presets={
         "quick": dict(
-            n_heads=2, steps=1500, batch_size=64, eval_every=500, eval_samples=300, sampler_steps=10, warmup_steps=100
+            n_heads=2,
+            steps=2000,
+            batch_size=64,
+            lr=2e-3,
+            warmup_steps=100,
+            eval_every=500,
+            eval_samples=300,
+            sampler_steps=10,
         ),
         "full": dict(),
     },

@@ -1,0 +1,33 @@
+"""End to end: the foundation's experiment at its quick preset, through the CLI, then the report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_dit_digits_quick_end_to_end(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "tenfold", "run", "core/dit-digits", "--preset", "quick", "--quiet", "--out", str(tmp_path / "runs")]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (result,) = list((tmp_path / "runs").rglob("result.json"))
+    rec = json.loads(result.read_text())
+    fds = [e["fd"] for e in rec["tables"]["fd_vs_step"]]
+    assert len(fds) == 4  # steps 500, 1000, 1500, 2000
+    assert fds[-1] < fds[0], fds
+    # the two claims, in their direction: FD falls; samples are of the requested class
+    assert [c["verdict"] for c in rec["claims"]] == ["holds", "holds"], rec["claims"]
+    assert rec["metrics"]["classifier_val_accuracy"] > 0.97
+    for fig in rec["figures"]:
+        assert (result.parent / fig).stat().st_size > 1000
+    p = subprocess.run(
+        [sys.executable, "-m", "tenfold", "report", str(tmp_path / "runs"), "-o", str(tmp_path / "report")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "core/dit-digits" in page and page.count("data:image/png;base64,") == len(rec["figures"])

@@ -1,0 +1,124 @@
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+
+from tenfold.core import experiment as E
+from tenfold.core.report import collect_results, render_report, write_report
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    n: int = 3
+    scale: float = 1.0
+    name: str = "x"
+    flag: bool = False
+    mode: Literal["a", "b"] = "a"
+    shape: tuple[int, int] = (2, 3)
+    limit: int | None = None
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+
+
+@pytest.fixture
+def toy_experiment():
+    @E.experiment("core/_toy", ToyConfig, presets={"quick": {"n": 2}, "full": {"n": 5}}, summary="toy")
+    def toy(cfg: ToyConfig, ctx: E.RunContext) -> E.Result:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots()
+        ax.plot(range(cfg.n))
+        ctx.figure(fig, "line")
+        return E.Result(
+            metrics={"n": cfg.n, "half": cfg.n * cfg.scale / 2, "inf": float("inf")},
+            claims=[E.Claim.check("n is positive", f"n = {cfg.n}", cfg.n > 0), E.Claim.check("undecided", "?", None)],
+            tables={"rows": [{"i": i, "sq": i * i} for i in range(cfg.n)]},
+        )
+
+    yield "core/_toy"
+    E._REGISTRY.pop("core/_toy", None)
+
+
+def test_parse_overrides_types():
+    got = E.parse_overrides(
+        ToyConfig, ["n=7", "scale=1e-3", "name=hello=world", "flag=yes", "mode=b", "shape=4,5", "limit=none"]
+    )
+    assert got == dict(n=7, scale=1e-3, name="hello=world", flag=True, mode="b", shape=(4, 5), limit=None)
+    assert E.parse_overrides(ToyConfig, ["limit=9"]) == {"limit": 9}
+
+
+@pytest.mark.parametrize(
+    "item, msg",
+    [
+        ("stpes=3", "unknown field 'stpes'"),
+        ("nn=3", "did you mean n"),
+        ("n=three", "n takes an integer"),
+        ("flag=maybe", "flag takes true or false"),
+        ("mode=c", "not one of a, b"),
+        ("shape=1", "takes 2 comma-separated"),
+        ("n", "key=value"),
+    ],
+)
+def test_parse_overrides_errors(item, msg):
+    with pytest.raises(E.ConfigError, match=msg):
+        E.parse_overrides(ToyConfig, [item])
+
+
+def test_config_validation_becomes_config_error():
+    with pytest.raises(E.ConfigError, match="n must be >= 1"):
+        E.make_config(ToyConfig, {"n": 0})
+
+
+def test_registration_checks_presets_and_names():
+    with pytest.raises(ValueError, match="known method"):
+        E.experiment("nomethod/x", ToyConfig, {"quick": {}, "full": {}}, "")
+    with pytest.raises(ValueError, match="missing"):
+        E.experiment("core/x", ToyConfig, {"quick": {}}, "")
+    with pytest.raises(E.ConfigError, match="unknown field"):
+        E.experiment("core/x", ToyConfig, {"quick": {"bogus": 1}, "full": {}}, "")
+
+
+def test_registry_has_the_foundation_experiment():
+    reg = E.registry()
+    assert "core/dit-digits" in reg
+    assert reg["core/dit-digits"].presets.keys() >= {"quick", "full"}
+    with pytest.raises(E.ConfigError, match="did you mean core/dit-digits"):
+        E.get("core/dit-digit")
+
+
+def test_run_saves_result_with_provenance(toy_experiment, tmp_path):
+    result, run_dir = E.run_experiment(toy_experiment, "quick", {"scale": 4.0}, seed=3, out=tmp_path)
+    assert run_dir.parent == tmp_path / "core" / "_toy"
+    rec = json.loads((run_dir / "result.json").read_text())
+    assert rec["config"]["n"] == 2 and rec["config"]["scale"] == 4.0 and rec["seed"] == 3
+    assert rec["metrics"]["half"] == 4.0 and rec["metrics"]["inf"] == "inf"
+    assert [c["verdict"] for c in rec["claims"]] == ["holds", "inconclusive"]
+    assert rec["figures"] == ["line.png"] and (run_dir / "line.png").stat().st_size > 0
+    assert rec["machine"]["device"] and rec["versions"]["torch"] and rec["wall_time_s"] >= 0
+    assert rec["command"] == "tenfold run core/_toy --preset quick --set scale=4.0 --seed 3"
+    with pytest.raises(E.ConfigError, match="unknown preset"):
+        E.run_experiment(toy_experiment, "medium", out=tmp_path)
+
+
+def test_report_lists_all_methods_and_embeds_results(toy_experiment, tmp_path):
+    E.run_experiment(toy_experiment, "quick", out=tmp_path / "runs")
+    _, second = E.run_experiment(toy_experiment, "full", out=tmp_path / "runs")
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "result.json").write_text("{not json")
+    results, skipped = collect_results(tmp_path / "runs")
+    assert results["core/_toy"]["_dir"] == second  # the latest run wins
+    assert len(skipped) == 1 and "broken" in skipped[0]
+    page = render_report(results, skipped)
+    for m in E.METHODS:
+        assert f"<td>{m.key}</td>" in page or f"href='#{m.key}'" in page
+    assert page.count("not implemented yet") == len(E.METHODS) - 1  # all but core
+    assert "data:image/png;base64," in page and "class='holds'" in page
+    assert "tenfold run core/_toy --preset full" in page
+    path = write_report(tmp_path / "runs", tmp_path / "report")
+    assert path.read_text() .startswith("<!doctype html>")
