@@ -9,16 +9,32 @@ from tenfold.cli import main
 
 def run_cli(*args, cwd=None):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "tenfold", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tenfold", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["run", "core/dit-digit"], "unknown experiment 'core/dit-digit' (did you mean core/dit-digits?)"),
-        (["run", "core/dit-digits", "--set", "stepz=3"], "unknown field 'stepz' for DiTDigitsConfig (did you mean steps?)"),
+        (
+            ["run", "core/dit-digit"],
+            "unknown experiment 'core/dit-digit' (did you mean core/dit-digits?)",
+        ),
+        (
+            ["run", "core/dit-digits", "--set", "stepz=3"],
+            "unknown field 'stepz' for DiTDigitsConfig (did you mean steps?)",
+        ),
         (["run", "core/dit-digits", "--set", "steps=many"], "steps takes an integer, got 'many'"),
-        (["run", "core/dit-digits", "--set", "steps=0"], "core/dit-digits: steps must be >= 1, got 0"),
+        (
+            ["run", "core/dit-digits", "--set", "steps=0"],
+            "core/dit-digits: steps must be >= 1, got 0",
+        ),
         (["run", "core/dit-digits", "--set", "image_size=12"], "image_size must be 8 or 16"),
         (["run", "core/dit-digits", "--preset", "huge"], "unknown preset 'huge'"),
         (["run", "all", "--set", "steps=3"], "--set applies to one experiment"),
@@ -28,7 +44,11 @@ def run_cli(*args, cwd=None):
     ],
 )
 def test_user_errors_exit_2_with_one_clear_line(args, needle, tmp_path):
-    p = run_cli(*args, "--out", str(tmp_path)) if args[0] == "run" and "--seed" not in args else run_cli(*args, cwd=tmp_path)
+    p = (
+        run_cli(*args, "--out", str(tmp_path))
+        if args[0] == "run" and "--seed" not in args
+        else run_cli(*args, cwd=tmp_path)
+    )
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1, p.stderr

@@ -41,7 +41,14 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .core.experiment import ConfigError, get, make_config, parse_overrides, registry, run_experiment
+    from .core.experiment import (
+        ConfigError,
+        get,
+        make_config,
+        parse_overrides,
+        registry,
+        run_experiment,
+    )
 
     try:
         if args.name == "all":
@@ -54,9 +61,13 @@ def cmd_run(args) -> int:
         for n in names:
             exp = get(n)
             if args.preset not in exp.presets:
-                raise ConfigError(f"unknown preset {args.preset!r} for {n}; choose {', '.join(exp.presets)}")
+                raise ConfigError(
+                    f"unknown preset {args.preset!r} for {n}; choose {', '.join(exp.presets)}"
+                )
             over = parse_overrides(exp.config_cls, args.set or [])
-            make_config(exp.config_cls, {**exp.presets[args.preset], **over}, where=n)  # validate before running
+            make_config(
+                exp.config_cls, {**exp.presets[args.preset], **over}, where=n
+            )  # validate before running
             plans.append((n, over))
     except ConfigError as e:
         return _fail(str(e))
@@ -107,18 +118,34 @@ def cmd_info(args) -> int:
     m = machine_info()
     for k, v in package_versions().items():
         print(f"{k:14s} {v}")
-    print(f"{'cpu':14s} {m['cpu']} ({m['cpu_count']} cores, torch uses {m['torch_threads']} threads)")
+    print(
+        f"{'cpu':14s} {m['cpu']} ({m['cpu_count']} cores, torch uses {m['torch_threads']} threads)"
+    )
     gpu = torch.cuda.is_available()
-    print(f"{'gpu':14s} {m['gpu'] or 'none'}" + (f" (capability {torch.cuda.get_device_capability(0)})" if gpu else ""))
+    print(
+        f"{'gpu':14s} {m['gpu'] or 'none'}"
+        + (f" (capability {torch.cuda.get_device_capability(0)})" if gpu else "")
+    )
     has_triton = importlib.util.find_spec("triton") is not None
-    print(f"{'triton':14s} " + ("installed" if has_triton else "not installed") + (
-        "; kernels run on the GPU" if has_triton and gpu else "; kernels run only under TRITON_INTERPRET=1" if has_triton else ""
-    ))
+    print(
+        f"{'triton':14s} "
+        + ("installed" if has_triton else "not installed")
+        + (
+            "; kernels run on the GPU"
+            if has_triton and gpu
+            else "; kernels run only under TRITON_INTERPRET=1"
+            if has_triton
+            else ""
+        )
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="tenfold", description="Ten 2025 efficient-generative-AI papers: APIs and reproductions.")
+    p = _Parser(
+        prog="tenfold",
+        description="Ten 2025 efficient-generative-AI papers: APIs and reproductions.",
+    )
     from . import __version__
 
     p.add_argument("--version", action="version", version=f"tenfold {__version__}")
@@ -126,8 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list methods and their experiments").set_defaults(fn=cmd_list)
     r = sub.add_parser("run", help="run an experiment (or all) and save its result")
     r.add_argument("name", help="experiment name, e.g. core/dit-digits, or 'all'")
-    r.add_argument("--preset", default="quick", help="quick (CPU, minutes) or full (default: quick)")
-    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    r.add_argument(
+        "--preset", default="quick", help="quick (CPU, minutes) or full (default: quick)"
+    )
+    r.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)"
+    )
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", default="runs", help="runs folder (default: runs)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -136,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="?", default="runs", help="runs folder (default: runs)")
     rep.add_argument("-o", "--output", default="report", help="output folder (default: report)")
     rep.set_defaults(fn=cmd_report)
-    sub.add_parser("info", help="versions, devices, Triton and GPU availability").set_defaults(fn=cmd_info)
+    sub.add_parser("info", help="versions, devices, Triton and GPU availability").set_defaults(
+        fn=cmd_info
+    )
     return p
 
 

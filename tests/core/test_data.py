@@ -32,7 +32,9 @@ def test_image_npz_loader(tmp_path):
     np.savez(tmp_path / "mine.npz", images=imgs, labels=np.arange(5))
     d = load_image_npz(tmp_path / "mine.npz", size=8)
     assert d.images.shape == (5, 1, 8, 8) and d.num_classes == 5
-    assert load_image_npz(tmp_path / "mine.npz").images[0, 0, 0, 0].item() == pytest.approx(imgs[0, 0, 0] / 127.5 - 1)
+    assert load_image_npz(tmp_path / "mine.npz").images[0, 0, 0, 0].item() == pytest.approx(
+        imgs[0, 0, 0] / 127.5 - 1
+    )
     np.savez(tmp_path / "nolabels.npz", images=imgs)
     with pytest.raises(ValueError, match="missing arrays"):
         load_image_npz(tmp_path / "nolabels.npz")

@@ -41,7 +41,10 @@ def test_heun_matches_the_exact_probability_flow_of_a_gaussian():
 def test_heun_is_second_order():
     # Doubling the steps cuts Heun's error ~4x (Euler: ~2x). Accept 3x..6x per doubling.
     noise = torch.randn(256, 1, 2, 2, dtype=torch.float64)
-    errs = [(heun_sample(gaussian_denoiser, noise, num_steps=n) - _exact(noise)).abs().max().item() for n in (32, 64, 128)]
+    errs = [
+        (heun_sample(gaussian_denoiser, noise, num_steps=n) - _exact(noise)).abs().max().item()
+        for n in (32, 64, 128)
+    ]
     for a, b in zip(errs, errs[1:]):
         assert 3.0 < a / b < 6.0, errs
 
@@ -67,7 +70,12 @@ def test_classifier_free_guidance():
 
 def test_karras_sigmas():
     s = karras_sigmas(18)
-    assert s.shape == (19,) and s[0] == pytest.approx(80.0) and s[-2] == pytest.approx(0.002) and s[-1] == 0
+    assert (
+        s.shape == (19,)
+        and s[0] == pytest.approx(80.0)
+        and s[-2] == pytest.approx(0.002)
+        and s[-1] == 0
+    )
     assert bool((s[:-1].diff() < 0).all())
     with pytest.raises(ValueError):
         karras_sigmas(0)
@@ -108,7 +116,9 @@ def test_denoising_loss_of_the_ideal_denoiser_is_the_mmse():
     n = 20000
     x0 = MU + S * torch.randn(n, 1, 1, 1, generator=g, dtype=torch.float64)
     sigma = torch.full((n,), 0.4, dtype=torch.float64)
-    per = denoising_loss(gaussian_denoiser, x0, sigma, torch.randn(x0.shape, generator=g, dtype=torch.float64))
+    per = denoising_loss(
+        gaussian_denoiser, x0, sigma, torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    )
     assert per.shape == (n,)
     assert per.mean().item() == pytest.approx(S**2 * 0.16 / (S**2 + 0.16), rel=0.03)
     w = torch.full((n,), 2.0, dtype=torch.float64)
@@ -126,7 +136,9 @@ def test_edm_loss_and_sigma_sampling():
     s = sample_sigma(50000, cfg, g)
     assert s.log().mean().item() == pytest.approx(cfg.P_mean, abs=0.02)
     assert s.log().std().item() == pytest.approx(cfg.P_std, abs=0.02)
-    loss = edm_loss(gaussian_denoiser, torch.randn(8, 1, 2, 2), None, cfg, torch.Generator().manual_seed(1))
+    loss = edm_loss(
+        gaussian_denoiser, torch.randn(8, 1, 2, 2), None, cfg, torch.Generator().manual_seed(1)
+    )
     assert loss.shape == (8,) and bool(torch.isfinite(loss).all())
     with pytest.raises(ValueError, match="sigma_min < sigma_max"):
         EDMConfig(sigma_min=1.0, sigma_max=0.5)

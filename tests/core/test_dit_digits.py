@@ -11,7 +11,18 @@ import pytest
 @pytest.mark.slow
 def test_dit_digits_quick_end_to_end(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "tenfold", "run", "core/dit-digits", "--preset", "quick", "--quiet", "--out", str(tmp_path / "runs")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tenfold",
+        "run",
+        "core/dit-digits",
+        "--preset",
+        "quick",
+        "--quiet",
+        "--out",
+        str(tmp_path / "runs"),
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     (result,) = list((tmp_path / "runs").rglob("result.json"))
@@ -25,8 +36,19 @@ def test_dit_digits_quick_end_to_end(tmp_path):
     for fig in rec["figures"]:
         assert (result.parent / fig).stat().st_size > 1000
     p = subprocess.run(
-        [sys.executable, "-m", "tenfold", "report", str(tmp_path / "runs"), "-o", str(tmp_path / "report")],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "tenfold",
+            "report",
+            str(tmp_path / "runs"),
+            "-o",
+            str(tmp_path / "report"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert p.returncode == 0, p.stderr
     page = (tmp_path / "report" / "index.html").read_text()

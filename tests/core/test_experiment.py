@@ -25,7 +25,9 @@ class ToyConfig:
 
 @pytest.fixture
 def toy_experiment():
-    @E.experiment("core/_toy", ToyConfig, presets={"quick": {"n": 2}, "full": {"n": 5}}, summary="toy")
+    @E.experiment(
+        "core/_toy", ToyConfig, presets={"quick": {"n": 2}, "full": {"n": 5}}, summary="toy"
+    )
     def toy(cfg: ToyConfig, ctx: E.RunContext) -> E.Result:
         import matplotlib
 
@@ -37,7 +39,10 @@ def toy_experiment():
         ctx.figure(fig, "line")
         return E.Result(
             metrics={"n": cfg.n, "half": cfg.n * cfg.scale / 2, "inf": float("inf")},
-            claims=[E.Claim.check("n is positive", f"n = {cfg.n}", cfg.n > 0), E.Claim.check("undecided", "?", None)],
+            claims=[
+                E.Claim.check("n is positive", f"n = {cfg.n}", cfg.n > 0),
+                E.Claim.check("undecided", "?", None),
+            ],
             tables={"rows": [{"i": i, "sq": i * i} for i in range(cfg.n)]},
         )
 
@@ -47,9 +52,12 @@ def toy_experiment():
 
 def test_parse_overrides_types():
     got = E.parse_overrides(
-        ToyConfig, ["n=7", "scale=1e-3", "name=hello=world", "flag=yes", "mode=b", "shape=4,5", "limit=none"]
+        ToyConfig,
+        ["n=7", "scale=1e-3", "name=hello=world", "flag=yes", "mode=b", "shape=4,5", "limit=none"],
     )
-    assert got == dict(n=7, scale=1e-3, name="hello=world", flag=True, mode="b", shape=(4, 5), limit=None)
+    assert got == dict(
+        n=7, scale=1e-3, name="hello=world", flag=True, mode="b", shape=(4, 5), limit=None
+    )
     assert E.parse_overrides(ToyConfig, ["limit=9"]) == {"limit": 9}
 
 
@@ -93,7 +101,9 @@ def test_registry_has_the_foundation_experiment():
 
 
 def test_run_saves_result_with_provenance(toy_experiment, tmp_path):
-    result, run_dir = E.run_experiment(toy_experiment, "quick", {"scale": 4.0}, seed=3, out=tmp_path)
+    result, run_dir = E.run_experiment(
+        toy_experiment, "quick", {"scale": 4.0}, seed=3, out=tmp_path
+    )
     assert run_dir.parent == tmp_path / "core" / "_toy"
     rec = json.loads((run_dir / "result.json").read_text())
     assert rec["config"]["n"] == 2 and rec["config"]["scale"] == 4.0 and rec["seed"] == 3
@@ -121,4 +131,4 @@ def test_report_lists_all_methods_and_embeds_results(toy_experiment, tmp_path):
     assert "data:image/png;base64," in page and "class='holds'" in page
     assert "tenfold run core/_toy --preset full" in page
     path = write_report(tmp_path / "runs", tmp_path / "report")
-    assert path.read_text() .startswith("<!doctype html>")
+    assert path.read_text().startswith("<!doctype html>")

@@ -5,7 +5,15 @@ import pytest
 import torch
 
 from tenfold.core.data import load_digits
-from tenfold.core.metrics import cosine, digits_classifier, frechet_distance, psnr, rel_l1, sliced_wasserstein, sqnr
+from tenfold.core.metrics import (
+    cosine,
+    digits_classifier,
+    frechet_distance,
+    psnr,
+    rel_l1,
+    sliced_wasserstein,
+    sqnr,
+)
 
 
 def test_error_metrics_against_hand_computed_values():
@@ -40,7 +48,9 @@ def test_sliced_wasserstein():
     # a shift by v moves every 1-D projection by <v, theta>: SW2^2 = E[<v, theta>^2] = |v|^2 / 2 in 2-D
     v = torch.tensor([3.0, 0.0])
     assert sliced_wasserstein(x, x + v, n_proj=4000) == pytest.approx(3 / math.sqrt(2), rel=0.03)
-    assert sliced_wasserstein(x, x[:300] + v, n_proj=2000) == pytest.approx(3 / math.sqrt(2), rel=0.06)
+    assert sliced_wasserstein(x, x[:300] + v, n_proj=2000) == pytest.approx(
+        3 / math.sqrt(2), rel=0.06
+    )
     with pytest.raises(ValueError):
         sliced_wasserstein(x, torch.zeros(4, 3))
 
@@ -50,7 +60,9 @@ def test_digits_classifier_is_accurate_cached_and_deterministic(tmp_path, monkey
     assert acc > 0.97  # measured 0.994 on the 359 validation digits
     net2, acc2 = digits_classifier(8)  # from the cache
     assert acc2 == acc
-    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values())
+    )
     va, tr = load_digits("val"), load_digits("train")
     fd_real = net.fd(va.images, tr.images)
     fd_noise = net.fd(torch.rand_like(va.images) * 2 - 1, tr.images)

@@ -19,7 +19,9 @@ from tenfold.core.transformer import (
 
 
 def tiny_dit(**kw):
-    return DiT(DiTConfig(**{**DIT_MODELS["DiT-Digits/2"], "n_heads": 2, "head_dim": 16, "depth": 2, **kw}))
+    return DiT(
+        DiTConfig(**{**DIT_MODELS["DiT-Digits/2"], "n_heads": 2, "head_dim": 16, "depth": 2, **kw})
+    )
 
 
 def test_dit_shapes_and_zero_init():
@@ -33,7 +35,12 @@ def test_dit_shapes_and_zero_init():
 
 def test_dit_learn_sigma_and_patch1():
     net = tiny_dit(input_size=4, patch_size=1, learn_sigma=True, in_channels=3)
-    assert net(torch.randn(2, 3, 4, 4), torch.zeros(2), torch.zeros(2, dtype=torch.long)).shape == (2, 6, 4, 4)
+    assert net(torch.randn(2, 3, 4, 4), torch.zeros(2), torch.zeros(2, dtype=torch.long)).shape == (
+        2,
+        6,
+        4,
+        4,
+    )
 
 
 def test_dit_unpatchify_inverts_patchify():
@@ -99,7 +106,9 @@ def test_lm_shapes_loss_and_causality():
     idx = torch.randint(0, 50, (2, 12))
     logits, loss = lm(idx, torch.randint(0, 50, (2, 12)))
     assert logits.shape == (2, 12, 50)
-    assert abs(loss.item() - math.log(50)) < 0.5  # near-uniform predictions of unrelated targets at init
+    assert (
+        abs(loss.item() - math.log(50)) < 0.5
+    )  # near-uniform predictions of unrelated targets at init
     # causal: changing the last token does not change earlier logits
     idx2 = idx.clone()
     idx2[:, -1] = (idx2[:, -1] + 1) % 50
@@ -123,7 +132,9 @@ def _manual_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, s
     s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if is_causal:
         T, S = q.shape[-2], k.shape[-2]
-        s = s.masked_fill(torch.ones(T, S, dtype=torch.bool).tril(S - T).logical_not(), float("-inf"))
+        s = s.masked_fill(
+            torch.ones(T, S, dtype=torch.bool).tril(S - T).logical_not(), float("-inf")
+        )
     return s.softmax(-1) @ v
 
 
@@ -180,7 +191,12 @@ def test_rope_scores_depend_only_on_relative_position():
 def test_qk_norm_and_swiglu_variants_run():
     net = tiny_dit(input_size=8, qk_norm=True, mlp="swiglu")
     assert hasattr(net.blocks[0].mlp, "gate")
-    assert net(torch.randn(2, 1, 8, 8), torch.zeros(2), torch.zeros(2, dtype=torch.long)).shape == (2, 1, 8, 8)
+    assert net(torch.randn(2, 1, 8, 8), torch.zeros(2), torch.zeros(2, dtype=torch.long)).shape == (
+        2,
+        1,
+        8,
+        8,
+    )
 
 
 def test_lm_config_validation():

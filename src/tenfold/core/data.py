@@ -36,7 +36,9 @@ class ImageData:
         if self.images.ndim != 4:
             raise ValueError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"labels must be ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
+            raise ValueError(
+                f"labels must be ({self.images.shape[0]},), got {tuple(self.labels.shape)}"
+            )
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -46,7 +48,9 @@ class ImageData:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
 
-def _stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _stratified_split(
+    labels: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     train, val = [], []
     for c in np.unique(labels):
@@ -61,10 +65,14 @@ def _stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tup
 def _resize(images: Tensor, size: int) -> Tensor:
     if images.shape[-1] == size:
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(-1, 1)
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(
+        -1, 1
+    )
 
 
-def load_digits(split: str = "train", size: int = 8, val_fraction: float = 0.2, split_seed: int = 0) -> ImageData:
+def load_digits(
+    split: str = "train", size: int = 8, val_fraction: float = 0.2, split_seed: int = 0
+) -> ImageData:
     """scikit-learn's digits as (N, 1, size, size) in [-1, 1] with labels 0..9.
 
     The train/validation split is stratified and fixed by ``split_seed`` (default: 1438
@@ -77,7 +85,9 @@ def load_digits(split: str = "train", size: int = 8, val_fraction: float = 0.2, 
     if size < 2:
         raise ValueError(f"size must be >= 2, got {size}")
     d = _sk_digits()
-    x = torch.from_numpy(d.images.astype(np.float32) / 8.0 - 1.0)[:, None]  # (N, 1, 8, 8) in [-1, 1]
+    x = torch.from_numpy(d.images.astype(np.float32) / 8.0 - 1.0)[
+        :, None
+    ]  # (N, 1, 8, 8) in [-1, 1]
     y = torch.from_numpy(d.target.astype(np.int64))
     if split != "all":
         tr, va = _stratified_split(d.target, val_fraction, split_seed)
@@ -117,7 +127,9 @@ class GaussianMixture2D:
     """Equal-weight mixture of isotropic 2-D Gaussians on a ring (``layout="ring"``) or a
     square grid (``layout="grid"``)."""
 
-    def __init__(self, n_modes: int = 8, radius: float = 2.0, std: float = 0.05, layout: str = "ring"):
+    def __init__(
+        self, n_modes: int = 8, radius: float = 2.0, std: float = 0.05, layout: str = "ring"
+    ):
         if n_modes < 1 or std <= 0 or radius <= 0:
             raise ValueError("GaussianMixture2D needs n_modes >= 1, std > 0, radius > 0")
         if layout == "ring":

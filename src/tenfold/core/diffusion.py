@@ -74,7 +74,9 @@ class EDMPrecond(nn.Module):
         return c_skip * x + c_out * F_x.to(torch.float32)  # (B, C, H, W)
 
 
-def sample_sigma(n: int, cfg: EDMConfig, generator: torch.Generator | None = None, device=None) -> Tensor:
+def sample_sigma(
+    n: int, cfg: EDMConfig, generator: torch.Generator | None = None, device=None
+) -> Tensor:
     """Training noise levels: ln(sigma) ~ N(P_mean, P_std^2) -> (n,)."""
     z = torch.randn(n, generator=generator, device=device)
     return (z * cfg.P_std + cfg.P_mean).exp()
@@ -126,7 +128,9 @@ def edm_loss(
     return denoising_loss(denoiser, x0, sigma, noise, y, edm_weight(sigma, cfg.sigma_data))
 
 
-def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> Tensor:
+def karras_sigmas(
+    n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0
+) -> Tensor:
     """The EDM time discretisation, n levels from sigma_max down to sigma_min, then 0 -> (n+1,)."""
     if n < 1:
         raise ValueError(f"need at least one sampling step, got {n}")

@@ -109,17 +109,69 @@ class MethodInfo:
 
 
 METHODS: tuple[MethodInfo, ...] = (
-    MethodInfo("core", "", "Shared core: DiT/LM, EDM diffusion, trainer, metrics", "the foundation every method builds on"),
-    MethodInfo("mup", "2505.15270", "muP for diffusion transformers", "learning rates tuned on a small DiT/U-ViT/PixArt/MMDiT transfer to a wide one"),
-    MethodInfo("attention", "2505.11594", "SageAttention3 + SageBwd", "FP4/INT8/FP8 attention for inference, 8-bit attention for training"),
-    MethodInfo("fallback", "2503.08040", "Fallback Quantization", "INT8 training of GLU transformers that falls back to 16-bit on outlier blocks"),
-    MethodInfo("requant", "2503.01901", "PQI + ReQuant", "accurate quantization-sensitivity metric, better post-training weight quantization"),
-    MethodInfo("ddo", "2503.01103", "Direct Discriminative Optimization", "GAN-like fine-tuning of diffusion and AR models without a discriminator"),
-    MethodInfo("diffgap", "2503.12131", "DiffGAP", "bidirectional diffusion in a contrastive audio/text/video embedding space"),
-    MethodInfo("nvc", "2503.02733", "UAR-NVC", "neural (INR) video compression, clip by clip, with bounded memory"),
-    MethodInfo("dgs", "2504.04153", "Video4DGen", "dynamic Gaussian surfels: 4D content from videos"),
-    MethodInfo("mesh", "2503.15265", "DeepMesh", "compact mesh tokenization, autoregressive mesh generation, DPO"),
-    MethodInfo("afdm", "2503.10525", "AFDM XL-MIMO", "affine-frequency-division multiplexing with randomized-Kaczmarz precoding"),
+    MethodInfo(
+        "core",
+        "",
+        "Shared core: DiT/LM, EDM diffusion, trainer, metrics",
+        "the foundation every method builds on",
+    ),
+    MethodInfo(
+        "mup",
+        "2505.15270",
+        "muP for diffusion transformers",
+        "learning rates tuned on a small DiT/U-ViT/PixArt/MMDiT transfer to a wide one",
+    ),
+    MethodInfo(
+        "attention",
+        "2505.11594",
+        "SageAttention3 + SageBwd",
+        "FP4/INT8/FP8 attention for inference, 8-bit attention for training",
+    ),
+    MethodInfo(
+        "fallback",
+        "2503.08040",
+        "Fallback Quantization",
+        "INT8 training of GLU transformers that falls back to 16-bit on outlier blocks",
+    ),
+    MethodInfo(
+        "requant",
+        "2503.01901",
+        "PQI + ReQuant",
+        "accurate quantization-sensitivity metric, better post-training weight quantization",
+    ),
+    MethodInfo(
+        "ddo",
+        "2503.01103",
+        "Direct Discriminative Optimization",
+        "GAN-like fine-tuning of diffusion and AR models without a discriminator",
+    ),
+    MethodInfo(
+        "diffgap",
+        "2503.12131",
+        "DiffGAP",
+        "bidirectional diffusion in a contrastive audio/text/video embedding space",
+    ),
+    MethodInfo(
+        "nvc",
+        "2503.02733",
+        "UAR-NVC",
+        "neural (INR) video compression, clip by clip, with bounded memory",
+    ),
+    MethodInfo(
+        "dgs", "2504.04153", "Video4DGen", "dynamic Gaussian surfels: 4D content from videos"
+    ),
+    MethodInfo(
+        "mesh",
+        "2503.15265",
+        "DeepMesh",
+        "compact mesh tokenization, autoregressive mesh generation, DPO",
+    ),
+    MethodInfo(
+        "afdm",
+        "2503.10525",
+        "AFDM XL-MIMO",
+        "affine-frequency-division multiplexing with randomized-Kaczmarz precoding",
+    ),
 )
 _METHOD_KEYS = {m.key for m in METHODS}
 
@@ -211,7 +263,9 @@ def _close(word: str, options) -> str:
 def get(name: str) -> Experiment:
     reg = registry()
     if name not in reg:
-        raise ConfigError(f"unknown experiment {name!r}{_close(name, reg)}; `tenfold list` shows them all")
+        raise ConfigError(
+            f"unknown experiment {name!r}{_close(name, reg)}; `tenfold list` shows them all"
+        )
     return reg[name]
 
 
@@ -237,12 +291,16 @@ def _parse_value(text: str, tp: Any, fname: str) -> Any:
         for a in args:
             if str(a) == text:
                 return a
-        raise ConfigError(f"{fname}={text!r} is not one of {', '.join(map(str, args))}{_close(text, map(str, args))}")
+        raise ConfigError(
+            f"{fname}={text!r} is not one of {', '.join(map(str, args))}{_close(text, map(str, args))}"
+        )
     if origin is tuple:
         parts = [p for p in text.split(",") if p.strip()]
         if args and args[-1] is not Ellipsis and len(parts) != len(args):
             raise ConfigError(f"{fname} takes {len(args)} comma-separated values, got {text!r}")
-        elem = args if args and args[-1] is not Ellipsis else [args[0] if args else str] * len(parts)
+        elem = (
+            args if args and args[-1] is not Ellipsis else [args[0] if args else str] * len(parts)
+        )
         return tuple(_parse_value(p.strip(), t, fname) for p, t in zip(parts, elem))
     if tp is bool:
         t = text.strip().lower()
@@ -268,7 +326,9 @@ def _parse_value(text: str, tp: Any, fname: str) -> Any:
             return tp(text)
         except ValueError:
             vals = [e.value for e in tp]
-            raise ConfigError(f"{fname}={text!r} is not one of {', '.join(map(str, vals))}") from None
+            raise ConfigError(
+                f"{fname}={text!r} is not one of {', '.join(map(str, vals))}"
+            ) from None
     raise ConfigError(f"{fname}: fields of type {tp} cannot be set from the command line")
 
 
@@ -283,7 +343,9 @@ def parse_overrides(config_cls: type, items: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--set takes key=value, got {item!r}")
         if key not in names:
-            raise ConfigError(f"unknown field {key!r} for {config_cls.__name__}{_close(key, names)}; fields: {', '.join(names)}")
+            raise ConfigError(
+                f"unknown field {key!r} for {config_cls.__name__}{_close(key, names)}; fields: {', '.join(names)}"
+            )
         out[key] = _parse_value(val.strip(), hints[key], key)
     return out
 
@@ -293,7 +355,9 @@ def make_config(config_cls: type, values: dict[str, Any], where: str = "") -> An
     names = {f.name for f in dataclasses.fields(config_cls)}
     for k in values:
         if k not in names:
-            raise ConfigError(f"{where + ': ' if where else ''}unknown field {k!r}{_close(k, names)}")
+            raise ConfigError(
+                f"{where + ': ' if where else ''}unknown field {k!r}{_close(k, names)}"
+            )
     try:
         return config_cls(**values)
     except (TypeError, ValueError) as e:
@@ -345,7 +409,11 @@ def git_commit() -> str | None:
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

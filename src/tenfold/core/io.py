@@ -20,7 +20,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["CheckpointError", "atomic_write_bytes", "atomic_write_text", "save_tensors", "load_tensors"]
+__all__ = [
+    "CheckpointError",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "save_tensors",
+    "load_tensors",
+]
 
 FORMAT = "tenfold.checkpoint.v1"
 
@@ -67,7 +73,9 @@ def _digest(tensors: dict[str, Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, Any] | None = None) -> None:
+def save_tensors(
+    path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, Any] | None = None
+) -> None:
     """Save named tensors plus JSON-able ``meta`` to a checked safetensors file, atomically."""
     from safetensors.torch import save
 
@@ -80,7 +88,9 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict
     atomic_write_bytes(path, save(flat, metadata=header))
 
 
-def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, Tensor], dict[str, Any]]:
+def load_tensors(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Load a file written by :func:`save_tensors` -> (tensors, meta). Raises CheckpointError."""
     from safetensors import SafetensorError
     from safetensors.torch import load
@@ -94,10 +104,14 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
     except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupted?): {e}") from None
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file (truncated or corrupted?): {e}"
+        ) from None
     md = header.get("__metadata__") or {}
     if md.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a tenfold checkpoint (format tag {md.get('format')!r}, expected {FORMAT!r})")
+        raise CheckpointError(
+            f"{path}: not a tenfold checkpoint (format tag {md.get('format')!r}, expected {FORMAT!r})"
+        )
     if _digest(tensors) != md.get("sha256"):
         raise CheckpointError(f"{path}: checksum mismatch: the tensor data is corrupted")
     try:

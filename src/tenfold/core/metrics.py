@@ -76,7 +76,9 @@ def psnr(ref: Tensor, out: Tensor, data_range: float = 1.0) -> float:
 
 def gaussian_stats(features: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean (D,) and covariance (D, D) of features (N, D), float64."""
-    f = np.asarray(features.detach().cpu() if isinstance(features, Tensor) else features, dtype=np.float64)
+    f = np.asarray(
+        features.detach().cpu() if isinstance(features, Tensor) else features, dtype=np.float64
+    )
     if f.ndim != 2 or f.shape[0] < 2:
         raise ValueError(f"features must be (N >= 2, D), got shape {f.shape}")
     return f.mean(0), np.cov(f, rowvar=False)
@@ -102,7 +104,9 @@ def sliced_wasserstein(x: Tensor, y: Tensor, n_proj: int = 256, p: int = 2, seed
     of the mean over ``n_proj`` random directions of W_p^p of the 1-D projections (quantiles
     matched on a common grid when n != m)."""
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"need two (n, d) clouds with equal d, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"need two (n, d) clouds with equal d, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     g = torch.Generator().manual_seed(seed)
     dirs = torch.randn(x.shape[1], n_proj, generator=g, dtype=torch.float64)
     dirs /= dirs.norm(dim=0, keepdim=True)
@@ -147,7 +151,9 @@ class DigitsClassifier(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1:] != (1, self.size, self.size):
-            raise ValueError(f"expected digits of shape (N, 1, {self.size}, {self.size}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected digits of shape (N, 1, {self.size}, {self.size}), got {tuple(x.shape)}"
+            )
         return self.body(x)  # (N, 64)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -213,5 +219,7 @@ def digits_classifier(size: int = 8, retrain: bool = False) -> tuple[DigitsClass
         except (CheckpointError, RuntimeError, KeyError) as e:
             log.warning("retraining the digits classifier: cached %s is unusable (%s)", path, e)
     net, acc = _train_classifier(size)
-    save_tensors(path, net.state_dict(), {"val_acc": acc, "size": size, "version": _CLASSIFIER_VERSION})
+    save_tensors(
+        path, net.state_dict(), {"val_acc": acc, "size": size, "version": _CLASSIFIER_VERSION}
+    )
     return net, acc

@@ -65,14 +65,22 @@ def _table(rows: list[dict[str, Any]], limit: int = 40) -> str:
     cols = list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{_e(c)}</th>" for c in cols)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_e(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows[:limit]
+        "<tr>" + "".join(f"<td>{_e(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>"
+        for r in rows[:limit]
     )
-    more = f"<p class=muted>{len(rows) - limit} more rows in result.json</p>" if len(rows) > limit else ""
+    more = (
+        f"<p class=muted>{len(rows) - limit} more rows in result.json</p>"
+        if len(rows) > limit
+        else ""
+    )
     return f"<table><tr>{head}</tr>{body}</table>{more}"
 
 
 def _experiment_html(rec: dict[str, Any]) -> str:
-    parts = [f"<h3 id='{_e(rec['name'])}'>{_e(rec['name'])}</h3>", f"<p>{_e(rec.get('summary', ''))}</p>"]
+    parts = [
+        f"<h3 id='{_e(rec['name'])}'>{_e(rec['name'])}</h3>",
+        f"<p>{_e(rec.get('summary', ''))}</p>",
+    ]
     claims = rec.get("claims", [])
     if claims:
         rows = "".join(
@@ -81,7 +89,9 @@ def _experiment_html(rec: dict[str, Any]) -> str:
             for c in claims
         )
         parts.append(
-            "<table><tr><th>claim</th><th>measured here</th><th>verdict</th><th>note</th></tr>" + rows + "</table>"
+            "<table><tr><th>claim</th><th>measured here</th><th>verdict</th><th>note</th></tr>"
+            + rows
+            + "</table>"
         )
     metrics = rec.get("metrics", {})
     if metrics:
@@ -109,7 +119,11 @@ def _experiment_html(rec: dict[str, Any]) -> str:
         ("versions", _e(", ".join(f"{k} {val}" for k, val in v.items()))),
         ("config", f"<code>{_e(json.dumps(rec.get('config', {})))}</code>"),
     ]
-    parts.append("<table class=meta>" + "".join(f"<tr><td>{k}</td><td>{val}</td></tr>" for k, val in meta) + "</table>")
+    parts.append(
+        "<table class=meta>"
+        + "".join(f"<tr><td>{k}</td><td>{val}</td></tr>" for k, val in meta)
+        + "</table>"
+    )
     return "\n".join(parts)
 
 
@@ -127,7 +141,11 @@ def render_report(results: dict[str, dict[str, Any]], skipped: list[str] | None 
         else:
             verdicts = Counter(c["verdict"] for r in recs for c in r.get("claims", []))
             ran = f"{len(recs)}/{len(exps) or len(recs)} experiments run"
-            status = ran + ("; claims: " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) if verdicts else "")
+            status = ran + (
+                "; claims: " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
+                if verdicts
+                else ""
+            )
         paper = f"arXiv {m.arxiv}" if m.arxiv else ""
         link = f"<a href='#{m.key}'>{_e(m.key)}</a>" if recs else _e(m.key)
         rows.append(
@@ -141,7 +159,9 @@ def render_report(results: dict[str, dict[str, Any]], skipped: list[str] | None 
         "<h1>tenfold report</h1>",
         f"<p class=muted>generated {now}. Every number below was measured by this code on the machine named "
         "with it; a claim that does not hold at this scale is reported as such.</p>",
-        "<table><tr><th>method</th><th>what</th><th>paper</th><th>status</th><th>doc</th></tr>" + "".join(rows) + "</table>",
+        "<table><tr><th>method</th><th>what</th><th>paper</th><th>status</th><th>doc</th></tr>"
+        + "".join(rows)
+        + "</table>",
     ]
     for m in METHODS:
         recs = sorted(by_method.get(m.key, []), key=lambda r: r["name"])
@@ -150,7 +170,11 @@ def render_report(results: dict[str, dict[str, Any]], skipped: list[str] | None 
         out.append(f"<h2 id='{m.key}'>{_e(m.key)}: {_e(m.title)}</h2>")
         out.extend(_experiment_html(r) for r in recs)
     if skipped:
-        out.append("<h2>unreadable result files</h2><ul>" + "".join(f"<li>{_e(s)}</li>" for s in skipped) + "</ul>")
+        out.append(
+            "<h2>unreadable result files</h2><ul>"
+            + "".join(f"<li>{_e(s)}</li>" for s in skipped)
+            + "</ul>"
+        )
     out.append("</body></html>")
     return "\n".join(out)
 

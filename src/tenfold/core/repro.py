@@ -15,7 +15,7 @@ from .data import DIGIT_NAMES, load_digits
 from .diffusion import EDMConfig, EDMPrecond, edm_loss, heun_sample
 from .experiment import Claim, Result, RunContext, experiment
 from .metrics import digits_classifier
-from .train import StepContext, Trainer, TrainConfig
+from .train import StepContext, TrainConfig, Trainer
 from .transformer import DIT_MODELS, DiT, DiTConfig
 
 
@@ -39,7 +39,9 @@ class DiTDigitsConfig:
         if self.model not in DIT_MODELS:
             raise ValueError(f"model must be one of {', '.join(DIT_MODELS)}, got {self.model!r}")
         if self.image_size not in (8, 16):
-            raise ValueError(f"image_size must be 8 or 16 (digits are 8x8, optionally upsampled), got {self.image_size}")
+            raise ValueError(
+                f"image_size must be 8 or 16 (digits are 8x8, optionally upsampled), got {self.image_size}"
+            )
         if self.eval_samples < 20:
             raise ValueError("eval_samples must be >= 20 (two per class) for a covariance estimate")
         for name in ("steps", "batch_size", "sampler_steps", "n_heads"):
@@ -64,7 +66,9 @@ class DiTDigitsConfig:
 
 
 @torch.no_grad()
-def _samples(denoiser, n: int, size: int, cfg: DiTDigitsConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _samples(
+    denoiser, n: int, size: int, cfg: DiTDigitsConfig, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(n) % 10
     noise = torch.randn(n, 1, size, size, generator=g)
@@ -101,7 +105,9 @@ def dit_digits(cfg: DiTDigitsConfig, ctx: RunContext) -> Result:
     clf, clf_acc = digits_classifier(size)
     val = load_digits("val", size)
     fd_floor = clf.fd(val.images, train.images)  # real held-out digits vs the training set
-    ctx.log(f"digits classifier: validation accuracy {clf_acc:.4f}; real-data FD floor {fd_floor:.2f}")
+    ctx.log(
+        f"digits classifier: validation accuracy {clf_acc:.4f}; real-data FD floor {fd_floor:.2f}"
+    )
 
     torch.manual_seed(ctx.seed)
     net = DiT(cfg.dit())
@@ -153,9 +159,13 @@ def dit_digits(cfg: DiTDigitsConfig, ctx: RunContext) -> Result:
     smooth = losses.unfold(0, k, k).mean(1) if len(losses) >= k else losses
     ax[0].plot(steps[k - 1 :: k][: len(smooth)], smooth.tolist())
     ax[0].set(xlabel="step", ylabel="EDM loss", title="training loss", yscale="log")
-    ax[1].plot([e["step"] for e in evals], [e["fd"] for e in evals], "o-", label="DiT samples (EMA)")
+    ax[1].plot(
+        [e["step"] for e in evals], [e["fd"] for e in evals], "o-", label="DiT samples (EMA)"
+    )
     ax[1].axhline(fd_floor, color="gray", ls="--", label="real held-out digits")
-    ax[1].set(xlabel="step", ylabel="FD (classifier features)", title="Frechet distance", yscale="log")
+    ax[1].set(
+        xlabel="step", ylabel="FD (classifier features)", title="Frechet distance", yscale="log"
+    )
     ax[1].legend()
     ctx.figure(fig, "training")
 

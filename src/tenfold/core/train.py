@@ -144,11 +144,15 @@ class StepContext:
         return t[self.rank * n : (self.rank + 1) * n]
 
     def randn(self, *local_shape: int) -> Tensor:
-        g = torch.randn((local_shape[0] * self.world_size, *local_shape[1:]), generator=self.generator)
+        g = torch.randn(
+            (local_shape[0] * self.world_size, *local_shape[1:]), generator=self.generator
+        )
         return self.shard(g).to(self.device)
 
     def rand(self, *local_shape: int) -> Tensor:
-        g = torch.rand((local_shape[0] * self.world_size, *local_shape[1:]), generator=self.generator)
+        g = torch.rand(
+            (local_shape[0] * self.world_size, *local_shape[1:]), generator=self.generator
+        )
         return self.shard(g).to(self.device)
 
 
@@ -227,7 +231,9 @@ class Trainer:
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.ddp = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.ddp = DDP(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.ckpt_path = Path(ckpt_dir) / "last.safetensors" if ckpt_dir is not None else None
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -351,7 +357,9 @@ class Trainer:
         self.model.train()
         t_last, n_last = time.perf_counter(), self.step
         while self.step < end:
-            ctx = StepContext(self.step, step_generator(cfg.seed, self.step), self.rank, self.world, self.device)
+            ctx = StepContext(
+                self.step, step_generator(cfg.seed, self.step), self.rank, self.world, self.device
+            )
             batch = self._batch(ctx)
             f = cfg.lr_factor(self.step)
             for g in self.optimizer.param_groups:
@@ -360,12 +368,16 @@ class Trainer:
             if loss.ndim != 0:
                 raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {self.step}: lower the LR or clip gradients")
+                raise FloatingPointError(
+                    f"loss is {loss.item()} at step {self.step}: lower the LR or clip gradients"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = None
             if cfg.grad_clip is not None:
-                gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip).item()
+                gnorm = torch.nn.utils.clip_grad_norm_(
+                    self.model.parameters(), cfg.grad_clip
+                ).item()
             self.optimizer.step()
             self.step += 1
             self._update_ema()

@@ -239,7 +239,9 @@ class TimestepEmbedder(nn.Module):
     def features(self, t: Tensor) -> Tensor:
         half = self.freq_dim // 2
         freqs = torch.exp(
-            -math.log(self.max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+            -math.log(self.max_period)
+            * torch.arange(half, dtype=torch.float32, device=t.device)
+            / half
         )  # (F/2,)
         args = t.float()[:, None] * freqs[None]  # (B, F/2)
         return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, F)
@@ -282,7 +284,9 @@ class DiTBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(
             c
         ).chunk(6, dim=-1)  # each (B, C)
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope)
+        x = x + gate_msa.unsqueeze(1) * self.attn(
+            modulate(self.norm1(x), shift_msa, scale_msa), rope
+        )
         x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x  # (B, T, C)
 
@@ -333,14 +337,25 @@ class DiTConfig:
 
     def __post_init__(self):
         for name in ("input_size", "in_channels", "patch_size", "depth", "n_heads", "head_dim"):
-            _check(getattr(self, name) >= 1, f"DiTConfig.{name} must be >= 1, got {getattr(self, name)}")
+            _check(
+                getattr(self, name) >= 1,
+                f"DiTConfig.{name} must be >= 1, got {getattr(self, name)}",
+            )
         _check(
             self.input_size % self.patch_size == 0,
             f"DiTConfig: input_size={self.input_size} is not divisible by patch_size={self.patch_size}",
         )
-        _check(self.dim % 4 == 0, f"DiTConfig: dim = n_heads*head_dim = {self.dim} must be divisible by 4")
-        _check(self.mlp in ("gelu", "swiglu"), f"DiTConfig.mlp must be 'gelu' or 'swiglu', got {self.mlp!r}")
-        _check(0.0 <= self.class_dropout_prob < 1.0, "DiTConfig.class_dropout_prob must be in [0, 1)")
+        _check(
+            self.dim % 4 == 0,
+            f"DiTConfig: dim = n_heads*head_dim = {self.dim} must be divisible by 4",
+        )
+        _check(
+            self.mlp in ("gelu", "swiglu"),
+            f"DiTConfig.mlp must be 'gelu' or 'swiglu', got {self.mlp!r}",
+        )
+        _check(
+            0.0 <= self.class_dropout_prob < 1.0, "DiTConfig.class_dropout_prob must be in [0, 1)"
+        )
         _check(self.mlp_ratio > 0, "DiTConfig.mlp_ratio must be > 0")
         _check(self.num_classes >= 1, "DiTConfig.num_classes must be >= 1")
 
@@ -430,7 +445,12 @@ class DiT(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         c = self.config
-        if x.ndim != 4 or x.shape[1] != c.in_channels or x.shape[-1] != c.input_size or x.shape[-2] != c.input_size:
+        if (
+            x.ndim != 4
+            or x.shape[1] != c.in_channels
+            or x.shape[-1] != c.input_size
+            or x.shape[-2] != c.input_size
+        ):
             raise ValueError(
                 f"DiT expects x of shape (B, {c.in_channels}, {c.input_size}, {c.input_size}), "
                 f"got {tuple(x.shape)}"
@@ -472,14 +492,21 @@ class LMConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_heads", "head_dim"):
-            _check(getattr(self, name) >= 1, f"LMConfig.{name} must be >= 1, got {getattr(self, name)}")
-        _check(self.head_dim % 2 == 0, f"LMConfig.head_dim must be even for RoPE, got {self.head_dim}")
+            _check(
+                getattr(self, name) >= 1, f"LMConfig.{name} must be >= 1, got {getattr(self, name)}"
+            )
+        _check(
+            self.head_dim % 2 == 0, f"LMConfig.head_dim must be even for RoPE, got {self.head_dim}"
+        )
         kv = self.n_kv_heads or self.n_heads
         _check(
             kv >= 1 and self.n_heads % kv == 0,
             f"LMConfig: n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}",
         )
-        _check(self.mlp in ("gelu", "swiglu"), f"LMConfig.mlp must be 'gelu' or 'swiglu', got {self.mlp!r}")
+        _check(
+            self.mlp in ("gelu", "swiglu"),
+            f"LMConfig.mlp must be 'gelu' or 'swiglu', got {self.mlp!r}",
+        )
 
     @property
     def dim(self) -> int:
@@ -543,9 +570,11 @@ class LM(nn.Module):
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         c = self.config
         if idx.ndim != 2 or idx.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"LM expects integer token ids of shape (B, T), got {idx.dtype} {tuple(idx.shape)}")
+            raise ValueError(
+                f"LM expects integer token ids of shape (B, T), got {idx.dtype} {tuple(idx.shape)}"
+            )
         B, T = idx.shape
-        if T > c.block_size:
+        if c.block_size < T:
             raise ValueError(f"sequence length {T} exceeds block_size={c.block_size}")
         rope = self.rope(torch.arange(T, device=idx.device))  # (T, D) x2
         x = self.tok_emb(idx)  # (B, T, C)
