@@ -394,7 +394,7 @@ class Trainer:
                 now = time.perf_counter()
                 sps = (self.step - n_last) * cfg.batch_size / max(now - t_last, 1e-9)
                 t_last, n_last = now, self.step
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", samples_per_s=f"{sps:.0f}")
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", samples_per_s=f"{sps:.0f}", refresh=False)
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step != cfg.steps:
                 self._evaluate()
             if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and self.ckpt_path is not None:
