@@ -7,6 +7,7 @@ line naming the problem and the close matches; no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,8 +73,10 @@ def cmd_run(args) -> int:
     except ConfigError as e:
         return _fail(str(e))
     failed = []
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     for n, over in plans:
-        print(f"== {n} [{args.preset}]", file=sys.stderr, flush=True)
+        if main_rank:
+            print(f"== {n} [{args.preset}]", file=sys.stderr, flush=True)
         try:
             result, run_dir = run_experiment(
                 n, args.preset, over, seed=args.seed, out=args.out, progress=not args.quiet
@@ -87,6 +90,8 @@ def cmd_run(args) -> int:
 
             traceback.print_exc()
             failed.append(n)
+            continue
+        if not main_rank:
             continue
         for c in result.claims:
             print(f"  [{c.verdict.value:12s}] {c.paper}\n                 measured: {c.measured}")

@@ -53,3 +53,23 @@ def test_dit_digits_quick_end_to_end(tmp_path):
     assert p.returncode == 0, p.stderr
     page = (tmp_path / "report" / "index.html").read_text()
     assert "core/dit-digits" in page and page.count("data:image/png;base64,") == len(rec["figures"])
+
+
+@pytest.mark.slow
+def test_dit_digits_under_torchrun_two_gloo_processes(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "tenfold", "run", "core/dit-digits", "--quiet", "--out", str(tmp_path / "runs"),
+        "--set", "steps=30", "--set", "eval_every=15", "--set", "eval_samples=20", "--set", "sampler_steps=2",
+    ]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    results = list((tmp_path / "runs").rglob("result.json"))
+    assert len(results) == 1  # only rank 0 writes
+    rec = json.loads(results[0].read_text())
+    assert rec["processes"] == 2 and rec["command"].startswith(
+        "torchrun --nproc-per-node 2 -m tenfold run"
+    )
+    assert [e["step"] for e in rec["tables"]["fd_vs_step"]] == [15, 30]
+    assert (results[0].parent / "last.safetensors").is_file()

@@ -154,7 +154,9 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["ck.safetensors"]  # no temp file left
     mask = os.umask(0)
     os.umask(mask)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask  # a normal file mode, not mkstemp's 0600
+    assert (
+        stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+    )  # a normal file mode, not mkstemp's 0600
 
 
 def test_checkpoints_hold_only_raw_tensors_and_json(tmp_path):

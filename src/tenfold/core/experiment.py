@@ -444,7 +444,13 @@ def run_experiment(
     out: str | os.PathLike = "runs",
     progress: bool = True,
 ) -> tuple[Result, Path]:
-    """Run one experiment and save its result; returns (result, run directory)."""
+    """Run one experiment and save its result; returns (result, run directory).
+
+    Under ``torchrun`` every process runs the experiment (the trainer shards the batches);
+    only rank 0 writes the run directory, the others work in a temporary one.
+    """
+    import tempfile
+
     import torch
 
     exp = get(name)
@@ -452,13 +458,20 @@ def run_experiment(
         raise ConfigError(f"unknown preset {preset!r} for {name}; choose {', '.join(exp.presets)}")
     values = {**exp.presets[preset], **(overrides or {})}
     cfg = make_config(exp.config_cls, values, where=name)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(out) / name / stamp
-    k = 1
-    while run_dir.exists():
-        run_dir = Path(out) / name / f"{stamp}-{k}"
-        k += 1
-    run_dir.mkdir(parents=True)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    main = int(os.environ.get("RANK", "0")) == 0
+    scratch = None
+    if main:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(out) / name / stamp
+        k = 1
+        while run_dir.exists():
+            run_dir = Path(out) / name / f"{stamp}-{k}"
+            k += 1
+        run_dir.mkdir(parents=True)
+    else:
+        scratch = tempfile.TemporaryDirectory(prefix="tenfold-rank-")
+        run_dir, progress = Path(scratch.name), False
     ctx = RunContext(run_dir, seed, preset, progress)
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
@@ -468,7 +481,15 @@ def run_experiment(
     if not isinstance(result, Result):
         raise TypeError(f"{name} returned {type(result).__name__}, not Result")
     result.figures = list(dict.fromkeys(result.figures + ctx._figures))
-    cmd = exp.command(preset) + "".join(f" --set {k}={v}" for k, v in (overrides or {}).items())
+    if scratch is not None:
+        scratch.cleanup()
+        return result, run_dir
+    launcher = f"torchrun --nproc-per-node {world} -m tenfold " if world > 1 else "tenfold "
+    cmd = (
+        launcher
+        + exp.command(preset).removeprefix("tenfold ")
+        + "".join(f" --set {k}={v}" for k, v in (overrides or {}).items())
+    )
     record = {
         "name": name,
         "method": exp.method,
@@ -480,6 +501,7 @@ def run_experiment(
         "command": cmd + (f" --seed {seed}" if seed else ""),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(wall, 2),
+        "processes": world,
         "machine": machine_info(),
         "versions": package_versions(),
         "git_commit": git_commit(),

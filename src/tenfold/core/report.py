@@ -148,9 +148,10 @@ def render_report(results: dict[str, dict[str, Any]], skipped: list[str] | None 
             )
         paper = f"arXiv {m.arxiv}" if m.arxiv else ""
         link = f"<a href='#{m.key}'>{_e(m.key)}</a>" if recs else _e(m.key)
+        doc = f"<code>{_e(m.doc)}</code>" if exps or recs else "<span class=muted>&mdash;</span>"
         rows.append(
             f"<tr><td>{link}</td><td>{_e(m.title)}<br><span class=muted>{_e(m.gives)}</span></td>"
-            f"<td>{_e(paper)}</td><td>{status}</td><td><code>{_e(m.doc)}</code></td></tr>"
+            f"<td>{_e(paper)}</td><td>{status}</td><td>{doc}</td></tr>"
         )
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = [

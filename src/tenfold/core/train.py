@@ -327,14 +327,18 @@ class Trainer:
     def _evaluate(self) -> None:
         if self.eval_fn is None:
             return
+        rec = None
         if self.rank == 0:
             was = self.model.training
             self.model.eval()
             metrics = self.eval_fn(self.eval_model(), self.step)
             self.model.train(was)
-            self.evals.append({"step": self.step, **{k: float(v) for k, v in metrics.items()}})
-        if self.world > 1:
-            dist.barrier()
+            rec = {"step": self.step, **{k: float(v) for k, v in metrics.items()}}
+        if self.world > 1:  # every rank keeps the same evaluation history
+            box = [rec]
+            dist.broadcast_object_list(box, src=0)
+            rec = box[0]
+        self.evals.append(rec)
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> list[dict[str, float]]:
         """Train to ``config.steps``. ``resume`` continues from the checkpoint in ``ckpt_dir``
@@ -394,7 +398,9 @@ class Trainer:
                 now = time.perf_counter()
                 sps = (self.step - n_last) * cfg.batch_size / max(now - t_last, 1e-9)
                 t_last, n_last = now, self.step
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", samples_per_s=f"{sps:.0f}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{rec['loss']:.4f}", samples_per_s=f"{sps:.0f}", refresh=False
+                )
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step != cfg.steps:
                 self._evaluate()
             if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and self.ckpt_path is not None:
