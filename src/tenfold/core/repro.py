@@ -69,11 +69,19 @@ class DiTDigitsConfig:
 def _samples(
     denoiser, n: int, size: int, cfg: DiTDigitsConfig, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # CPU draws: the same samples on any device
     y = torch.arange(n) % 10
     noise = torch.randn(n, 1, size, size, generator=g)
-    x = heun_sample(denoiser, noise, y, cfg.sampler_steps, cfg_scale=cfg.cfg_scale, null_label=10)
-    return x.clamp(-1, 1), y
+    dev = next(denoiser.parameters()).device
+    x = heun_sample(
+        denoiser,
+        noise.to(dev),
+        y.to(dev),
+        cfg.sampler_steps,
+        cfg_scale=cfg.cfg_scale,
+        null_label=10,
+    )
+    return x.clamp(-1, 1).cpu(), y
 
 
 @experiment(
