@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from tenfold.core.io import CheckpointError, load_tensors, save_tensors
-from tenfold.core.train import StepContext, TrainConfig, Trainer, batch_indices
+from tenfold.core.train import StepContext, TrainConfig, Trainer, batch_indices, load_weights
 
 
 def make_problem(seed=0):
@@ -263,3 +263,30 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path):
     )
     for a, b in zip(ddp["params"], params(single.model)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_load_weights_takes_the_ema_copy(tmp_path):
+    model, data = make_problem()
+    t = Trainer(model, loss_fn, data, TrainConfig(**CFG), ckpt_dir=tmp_path)
+    t.fit()
+    fresh, _ = make_problem(seed=9)
+    load_weights(fresh, tmp_path / "last.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(params(fresh), params(t.ema)))
+    load_weights(fresh, tmp_path / "last.safetensors", ema=False)
+    assert all(torch.equal(a, b) for a, b in zip(params(fresh), params(t.model)))
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_weights(nn.Linear(3, 3), tmp_path / "last.safetensors")
+
+
+def test_checkpoint_of_a_model_with_tied_weights(tmp_path):
+    from tenfold.core.transformer import LM, LMConfig
+
+    lm = LM(LMConfig(vocab_size=20, block_size=8, n_layer=1, n_heads=2, head_dim=8))
+    idx = torch.randint(0, 20, (64, 8))
+    t = Trainer(lm, lambda m, b, c: m(b[0], b[0])[1], (idx,), TrainConfig(**CFG), ckpt_dir=tmp_path)
+    t.fit(stop_after=2)
+    t.save_checkpoint()
+    lm2 = LM(LMConfig(vocab_size=20, block_size=8, n_layer=1, n_heads=2, head_dim=8))
+    load_weights(lm2, tmp_path / "last.safetensors", ema=False)
+    assert lm2.lm_head.weight is lm2.tok_emb.weight  # still tied after loading
+    assert torch.equal(lm2.tok_emb.weight, lm.tok_emb.weight)

@@ -86,7 +86,18 @@ def save_tensors(
     """Save named tensors plus JSON-able ``meta`` to a checked safetensors file, atomically."""
     from safetensors.torch import save
 
-    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    flat: dict[str, Tensor] = {}
+    seen: set[tuple[str, int]] = set()
+    for k, v in tensors.items():
+        t = v.detach().cpu().contiguous()
+        st = t.untyped_storage()
+        key = (str(v.device), st.data_ptr())
+        # safetensors refuses tensors that share memory (tied embeddings) or view part of a
+        # larger buffer: copy those, and only those.
+        if key in seen or st.nbytes() != t.numel() * t.element_size() or t.storage_offset():
+            t = t.clone()
+        seen.add(key)
+        flat[k] = t
     header = {
         "format": FORMAT,
         "sha256": _digest(flat),

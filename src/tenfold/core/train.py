@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from .io import CheckpointError, load_tensors, save_tensors
 
 __all__ = [
+    "load_weights",
     "TrainConfig",
     "StepContext",
     "Trainer",
@@ -177,6 +178,20 @@ def init_distributed() -> tuple[int, int, torch.device]:
             return rank, world, torch.device("cuda", local)
         return rank, world, torch.device("cpu")
     return 0, 1, torch.device("cuda" if cuda else "cpu")
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, ema: bool = True) -> nn.Module:
+    """Load the weights of a trainer checkpoint into ``model`` (the EMA copy when the
+    checkpoint has one and ``ema`` is true). Raises CheckpointError on a damaged file or a
+    checkpoint of another architecture."""
+    tensors, _ = load_tensors(path)
+    prefix = "ema." if ema and any(k.startswith("ema.") for k in tensors) else "model."
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: does not match this model: {e}") from None
+    return model
 
 
 class Trainer:
