@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import sys
@@ -54,6 +55,12 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     return g
 
 
+@functools.lru_cache(maxsize=4)
+def _epoch_perm(n: int, seed: int, epoch: int) -> Tensor:
+    """The order of epoch ``epoch`` (cached: a step needs at most two epochs' orders)."""
+    return torch.randperm(n, generator=step_generator(seed, epoch, stream=1))
+
+
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> Tensor:
     """Global batch of step ``step``: consecutive slices of per-epoch permutations of
     range(n), seeded by (seed, epoch), so each epoch visits every sample once -> (B,)."""
@@ -62,7 +69,7 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> Tensor:
     out, start = [], step * batch_size
     while len(out) < batch_size:
         epoch, pos = divmod(start, n)
-        perm = torch.randperm(n, generator=step_generator(seed, epoch, stream=1))
+        perm = _epoch_perm(n, seed, epoch)
         take = min(batch_size - len(out), n - pos)
         out.extend(perm[pos : pos + take].tolist())
         start += take
