@@ -24,11 +24,11 @@ def run_cli(*args, cwd=None):
     [
         (
             ["run", "core/dit-digit"],
-            "unknown experiment 'core/dit-digit' (did you mean core/dit-digits?)",
+            "unknown experiment 'core/dit-digit' (did you mean core/dit-digits",
         ),
         (
             ["run", "core/dit-digits", "--set", "stepz=3"],
-            "unknown field 'stepz' for DiTDigitsConfig (did you mean steps?)",
+            "unknown field 'stepz' for DigitsDiffusionConfig (did you mean steps?)",
         ),
         (["run", "core/dit-digits", "--set", "steps=many"], "steps takes an integer, got 'many'"),
         (

@@ -67,7 +67,7 @@ def test_dit_rejects_bad_shapes():
     net = tiny_dit(input_size=8)
     with pytest.raises(ValueError, match=r"\(B, 1, 8, 8\)"):
         net(torch.randn(2, 1, 16, 16), torch.zeros(2), torch.zeros(2, dtype=torch.long))
-    with pytest.raises(ValueError, match="t and y"):
+    with pytest.raises(ValueError, match="expects t of shape"):
         net(torch.randn(2, 1, 8, 8), torch.zeros(3), torch.zeros(2, dtype=torch.long))
 
 

@@ -5,6 +5,7 @@
   16x16, with a fixed stratified train/validation split.
 * :func:`load_image_npz` -- the same interface over a user's own ``.npz`` of images.
 * :class:`GaussianMixture2D` -- a 2-D Gaussian-mixture sampler (ring or grid of modes).
+* :func:`digit_captions` and :class:`CaptionTokenizer` -- captions for text-conditioned digits.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ImageData", "load_digits", "load_image_npz", "GaussianMixture2D", "DIGIT_NAMES"]
+__all__ = [
+    "ImageData",
+    "load_digits",
+    "load_image_npz",
+    "GaussianMixture2D",
+    "DIGIT_NAMES",
+    "CAPTION_TEMPLATES",
+    "digit_captions",
+    "CaptionTokenizer",
+]
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -157,3 +167,86 @@ class GaussianMixture2D:
         d2 = (x[:, None, :] - self.means[None]).pow(2).sum(-1)  # (n, K)
         logp = -d2 / (2 * self.std**2) - math.log(2 * math.pi * self.std**2)
         return torch.logsumexp(logp, dim=1) - math.log(len(self.means))
+
+
+# --------------------------------------------------------------------------------------
+# Captions for text-conditioned digits
+# --------------------------------------------------------------------------------------
+
+CAPTION_TEMPLATES = (
+    "a handwritten {name}",
+    "the digit {name}",
+    "a {name} written by hand",
+    "the number {digit}",
+    "an image of the digit {name}",
+    "a small grayscale {name}",
+    "handwritten number {digit}",
+    "a scanned digit {digit}",
+)
+
+
+def digit_captions(
+    labels: Tensor, generator: torch.Generator | None = None, which: Tensor | None = None
+) -> list[str]:
+    """One caption per label, its phrasing drawn from :data:`CAPTION_TEMPLATES`
+    ("a handwritten seven", "the number 7", ...), or given as template indices ``which``."""
+    if which is None:
+        which = torch.randint(len(CAPTION_TEMPLATES), (len(labels),), generator=generator)
+    which = which.tolist()
+    return [
+        CAPTION_TEMPLATES[w].format(name=DIGIT_NAMES[int(c)], digit=int(c))
+        for w, c in zip(which, labels.tolist())
+    ]
+
+
+class CaptionTokenizer:
+    """Word-level tokenizer for short captions: lower-cased words, ids ``0 = <pad>``,
+    ``1 = <bos>`` (always first, so the empty caption is ``[<bos>]``), ``2 = <unk>``.
+
+    ``CaptionTokenizer()`` knows the words of the digit captions; ``from_texts`` builds a
+    vocabulary from your own captions.
+    """
+
+    PAD, BOS, UNK = 0, 1, 2
+    _SPECIAL = ("<pad>", "<bos>", "<unk>")
+
+    def __init__(self, words: list[str] | None = None, max_len: int = 8):
+        if max_len < 2:
+            raise ValueError(f"max_len must be >= 2 (<bos> and one word), got {max_len}")
+        if words is None:
+            texts = [
+                t.format(name=n, digit=d)
+                for t in CAPTION_TEMPLATES
+                for d, n in enumerate(DIGIT_NAMES)
+            ]
+            words = sorted({w for t in texts for w in t.split()})
+        self.vocab = list(self._SPECIAL) + [w for w in words if w not in self._SPECIAL]
+        self.index = {w: i for i, w in enumerate(self.vocab)}
+        self.max_len = max_len
+
+    @classmethod
+    def from_texts(cls, texts: list[str], max_len: int = 16) -> CaptionTokenizer:
+        return cls(sorted({w for t in texts for w in t.lower().split()}), max_len)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, texts: list[str]) -> Tensor:
+        """-> (B, max_len) int64 ids, <bos> first, padded with 0; longer captions are cut."""
+        out = torch.zeros(len(texts), self.max_len, dtype=torch.long)
+        for i, t in enumerate(texts):
+            ids = [self.BOS] + [self.index.get(w, self.UNK) for w in t.lower().split()]
+            ids = ids[: self.max_len]
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out
+
+    def decode(self, ids: Tensor) -> list[str]:
+        return [
+            " ".join(self.vocab[i] for i in row.tolist() if i > self.UNK or i == self.UNK)
+            for row in ids
+        ]
+
+    def empty(self) -> Tensor:
+        """Token ids of the empty caption (the null condition of classifier-free guidance)."""
+        return self.encode([""])[0]

@@ -151,14 +151,16 @@ def heun_sample(
     sigma_max: float = 80.0,
     rho: float = 7.0,
     cfg_scale: float = 1.0,
-    null_label: int | None = None,
+    null_label: int | Tensor | None = None,
 ) -> Tensor:
     """Deterministic 2nd-order Heun sampler of EDM (Algorithm 1) -> samples like ``noise``.
 
     ``noise`` is standard normal; the chain starts at ``noise * sigma_max``. With
     ``cfg_scale != 1`` the denoised estimate is ``D_u + cfg_scale * (D_c - D_u)`` where
     ``D_u`` is conditioned on ``null_label`` (classifier-free guidance; both branches in one
-    batched call). Uses ``2 * num_steps - 1`` network evaluations (x2 with guidance).
+    batched call). ``null_label`` is an int for class labels y (B,), or a tensor broadcastable
+    to one row of y for other conditioning, e.g. the token ids of the empty caption for y (B, L).
+    Uses ``2 * num_steps - 1`` network evaluations (x2 with guidance).
     """
     guided = cfg_scale != 1.0
     if guided and (y is None or null_label is None):
@@ -168,7 +170,12 @@ def heun_sample(
         s = torch.full((x.shape[0],), sigma, dtype=torch.float32, device=x.device)
         if not guided:
             return denoiser(x, s, y).to(torch.float64)
-        yy = torch.cat([y, torch.full_like(y, null_label)])
+        y_null = (
+            torch.full_like(y, null_label)
+            if isinstance(null_label, int)
+            else null_label.to(y).expand_as(y)
+        )
+        yy = torch.cat([y, y_null])
         d = denoiser(torch.cat([x, x]), torch.cat([s, s]), yy).to(torch.float64)
         d_c, d_u = d.chunk(2)
         return d_u + cfg_scale * (d_c - d_u)

@@ -206,13 +206,12 @@ def _mlp(kind: str, dim: int, hidden: int, bias: bool) -> nn.Module:
 
 
 def set_attention_fn(model: nn.Module, fn: AttentionFn | None) -> int:
-    """Set the kernel of every :class:`Attention` in ``model``; ``None`` restores SDPA.
-
-    Returns the number of attention modules changed.
+    """Set the kernel of every attention module (self, cross and joint) in ``model``;
+    ``None`` restores SDPA. Returns the number of attention modules changed.
     """
     n = 0
     for m in model.modules():
-        if isinstance(m, Attention):
+        if isinstance(m, (Attention, CrossAttention, JointAttention)):
             m.attn_fn = fn or F.scaled_dot_product_attention
             n += 1
     return n
@@ -305,6 +304,35 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))  # (B, T, p*p*C_out)
 
 
+def unpatchify(x: Tensor, p: int, c: int) -> Tensor:
+    """Tokens (B, T, p*p*C) of a square grid -> images (B, C, H, W)."""
+    h = w = math.isqrt(x.shape[1])
+    x = x.reshape(x.shape[0], h, w, p, p, c)  # (B, h, w, p, p, C)
+    x = torch.einsum("nhwpqc->nchpwq", x)  # (B, C, h, p, w, q)
+    return x.reshape(x.shape[0], c, h * p, w * p)  # (B, C, H, W)
+
+
+def _check_inputs(model: nn.Module, x: Tensor, t: Tensor, y: Tensor, label_ndim: int) -> None:
+    """Clear errors for the (x, t, y) of an image backbone; y is labels (B,) or ids (B, L)."""
+    c, name = model.config, type(model).__name__
+    want = (c.in_channels, c.input_size, c.input_size)
+    if x.ndim != 4 or tuple(x.shape[1:]) != want:
+        raise ValueError(
+            f"{name} expects x of shape (B, {', '.join(map(str, want))}), got {tuple(x.shape)}"
+        )
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"{name} expects t of shape ({x.shape[0]},), got {tuple(t.shape)}")
+    what = "class labels of shape (B,)" if label_ndim == 1 else "caption token ids of shape (B, L)"
+    if (
+        y.ndim != label_ndim
+        or y.shape[0] != x.shape[0]
+        or y.dtype not in (torch.int64, torch.int32)
+    ):
+        raise ValueError(
+            f"{name} expects y as integer {what} with B={x.shape[0]}, got {y.dtype} {tuple(y.shape)}"
+        )
+
+
 def sincos_pos_embed_2d(dim: int, grid: int) -> Tensor:
     """Fixed 2-D sine-cosine position embedding of a grid x grid token map -> (grid^2, dim)."""
     _check(dim % 4 == 0, f"2-D sincos embedding needs dim % 4 == 0, got {dim}")
@@ -318,8 +346,11 @@ def sincos_pos_embed_2d(dim: int, grid: int) -> Tensor:
 
 
 @dataclass(frozen=True)
-class DiTConfig:
-    """Configuration of a class-conditional DiT. ``dim = n_heads * head_dim``."""
+class BackboneConfig:
+    """Fields shared by the image diffusion backbones (DiT, U-ViT, PixArt-alpha, MMDiT).
+
+    ``dim = n_heads * head_dim``: width grows by heads at a fixed head dim (:meth:`widen`).
+    """
 
     input_size: int = 8
     in_channels: int = 1
@@ -328,36 +359,21 @@ class DiTConfig:
     n_heads: int = 4
     head_dim: int = 32
     mlp_ratio: float = 4.0
-    mlp: Literal["gelu", "swiglu"] = "gelu"
     qk_norm: bool = False
-    num_classes: int = 10
-    class_dropout_prob: float = 0.1
     learn_sigma: bool = False
-    freq_dim: int = 256
 
     def __post_init__(self):
-        for name in ("input_size", "in_channels", "patch_size", "depth", "n_heads", "head_dim"):
-            _check(
-                getattr(self, name) >= 1,
-                f"DiTConfig.{name} must be >= 1, got {getattr(self, name)}",
-            )
+        name = type(self).__name__
+        for f in ("input_size", "in_channels", "patch_size", "depth", "n_heads", "head_dim"):
+            _check(getattr(self, f) >= 1, f"{name}.{f} must be >= 1, got {getattr(self, f)}")
         _check(
             self.input_size % self.patch_size == 0,
-            f"DiTConfig: input_size={self.input_size} is not divisible by patch_size={self.patch_size}",
+            f"{name}: input_size={self.input_size} is not divisible by patch_size={self.patch_size}",
         )
         _check(
-            self.dim % 4 == 0,
-            f"DiTConfig: dim = n_heads*head_dim = {self.dim} must be divisible by 4",
+            self.dim % 4 == 0, f"{name}: dim = n_heads*head_dim = {self.dim} must be divisible by 4"
         )
-        _check(
-            self.mlp in ("gelu", "swiglu"),
-            f"DiTConfig.mlp must be 'gelu' or 'swiglu', got {self.mlp!r}",
-        )
-        _check(
-            0.0 <= self.class_dropout_prob < 1.0, "DiTConfig.class_dropout_prob must be in [0, 1)"
-        )
-        _check(self.mlp_ratio > 0, "DiTConfig.mlp_ratio must be > 0")
-        _check(self.num_classes >= 1, "DiTConfig.num_classes must be >= 1")
+        _check(self.mlp_ratio > 0, f"{name}.mlp_ratio must be > 0, got {self.mlp_ratio}")
 
     @property
     def dim(self) -> int:
@@ -371,9 +387,30 @@ class DiTConfig:
     def num_patches(self) -> int:
         return (self.input_size // self.patch_size) ** 2
 
-    def widen(self, n_heads: int) -> DiTConfig:
+    def widen(self, n_heads: int):
         """The same model with more (or fewer) heads at the same head dim."""
         return replace(self, n_heads=n_heads)
+
+
+@dataclass(frozen=True)
+class DiTConfig(BackboneConfig):
+    """Configuration of a class-conditional DiT."""
+
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    num_classes: int = 10
+    class_dropout_prob: float = 0.1
+    freq_dim: int = 256
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(
+            self.mlp in ("gelu", "swiglu"),
+            f"DiTConfig.mlp must be 'gelu' or 'swiglu', got {self.mlp!r}",
+        )
+        _check(
+            0.0 <= self.class_dropout_prob < 1.0, "DiTConfig.class_dropout_prob must be in [0, 1)"
+        )
+        _check(self.num_classes >= 1, "DiTConfig.num_classes must be >= 1")
 
 
 # name -> (depth, n_heads, head_dim, patch_size). The paper's sizes (head dim 64) and tiny
@@ -437,34 +474,527 @@ class DiT(nn.Module):
 
     def unpatchify(self, x: Tensor) -> Tensor:
         """(B, T, p*p*C) -> (B, C, H, W)."""
-        c, p = self.config.out_channels, self.config.patch_size
-        h = w = int(x.shape[1] ** 0.5)
-        x = x.reshape(x.shape[0], h, w, p, p, c)  # (B, h, w, p, p, C)
-        x = torch.einsum("nhwpqc->nchpwq", x)  # (B, C, h, p, w, q)
-        return x.reshape(x.shape[0], c, h * p, w * p)  # (B, C, H, W)
+        return unpatchify(x, self.config.patch_size, self.config.out_channels)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        c = self.config
-        if (
-            x.ndim != 4
-            or x.shape[1] != c.in_channels
-            or x.shape[-1] != c.input_size
-            or x.shape[-2] != c.input_size
-        ):
-            raise ValueError(
-                f"DiT expects x of shape (B, {c.in_channels}, {c.input_size}, {c.input_size}), "
-                f"got {tuple(x.shape)}"
-            )
-        if t.shape != (x.shape[0],) or y.shape != (x.shape[0],):
-            raise ValueError(
-                f"DiT expects t and y of shape ({x.shape[0]},), got {tuple(t.shape)} and {tuple(y.shape)}"
-            )
+        _check_inputs(self, x, t, y, label_ndim=1)
         h = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed  # (B, T, C)
         cond = self.t_embedder(t) + self.y_embedder(y)  # (B, C)
         for blk in self.blocks:
             h = blk(h, cond)  # (B, T, C)
         h = self.final_layer(h, cond)  # (B, T, p*p*C_out)
         return self.unpatchify(h)  # (B, C_out, H, W)
+
+
+# --------------------------------------------------------------------------------------
+# Text conditioning, cross and joint attention
+# --------------------------------------------------------------------------------------
+
+
+class CrossAttention(nn.Module):
+    """Queries from x (B, T, C), keys/values from a context (B, L, C_ctx), padding keys masked.
+    Same pluggable kernel as :class:`Attention`."""
+
+    def __init__(
+        self,
+        dim: int,
+        context_dim: int,
+        n_heads: int,
+        qk_norm: bool = False,
+        attn_fn: AttentionFn | None = None,
+    ):
+        super().__init__()
+        _check(dim % n_heads == 0, f"dim={dim} is not divisible by n_heads={n_heads}")
+        self.n_heads, self.head_dim = n_heads, dim // n_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(context_dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.q_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.attn_fn: AttentionFn = attn_fn or F.scaled_dot_product_attention
+
+    def forward(self, x: Tensor, context: Tensor, context_mask: Tensor | None = None) -> Tensor:
+        B, T, C = x.shape
+        L = context.shape[1]
+        q = self.q_norm(
+            self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        )  # (B, H, T, D)
+        k, v = self.kv(context).view(B, L, 2, self.n_heads, self.head_dim).unbind(2)  # (B, L, H, D)
+        k, v = self.k_norm(k.transpose(1, 2)), v.transpose(1, 2)  # (B, H, L, D)
+        mask = context_mask[:, None, None, :] if context_mask is not None else None  # (B, 1, 1, L)
+        y = self.attn_fn(q, k, v, attn_mask=mask)  # (B, H, T, D)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+
+class JointAttention(nn.Module):
+    """MMDiT's joint attention: each stream (image x, text c) has its own QKV and output
+    projections; attention runs over the concatenated sequence [c; x] (padding text masked)."""
+
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        qk_norm: bool = False,
+        context_out: bool = True,
+        attn_fn: AttentionFn | None = None,
+    ):
+        super().__init__()
+        _check(dim % n_heads == 0, f"dim={dim} is not divisible by n_heads={n_heads}")
+        self.n_heads, self.head_dim = n_heads, dim // n_heads
+        self.qkv_x, self.qkv_c = nn.Linear(dim, 3 * dim), nn.Linear(dim, 3 * dim)
+        self.proj_x = nn.Linear(dim, dim)
+        # the last MMDiT block only lends the text its keys and values ("context pre only")
+        self.proj_c = nn.Linear(dim, dim) if context_out else None
+        norm = (lambda: RMSNorm(self.head_dim)) if qk_norm else nn.Identity
+        self.q_norm_x, self.k_norm_x, self.q_norm_c, self.k_norm_c = norm(), norm(), norm(), norm()
+        self.attn_fn: AttentionFn = attn_fn or F.scaled_dot_product_attention
+
+    def _heads(
+        self, t: Tensor, qkv: nn.Linear, qn: nn.Module, kn: nn.Module
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        B, T, _ = t.shape
+        q, k, v = qkv(t).view(B, T, 3, self.n_heads, self.head_dim).unbind(2)  # (B, T, H, D)
+        return qn(q.transpose(1, 2)), kn(k.transpose(1, 2)), v.transpose(1, 2)  # (B, H, T, D)
+
+    def forward(
+        self, x: Tensor, c: Tensor, c_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        B, T, C = x.shape
+        L = c.shape[1]
+        qx, kx, vx = self._heads(x, self.qkv_x, self.q_norm_x, self.k_norm_x)  # (B, H, T, D)
+        qc, kc, vc = self._heads(c, self.qkv_c, self.q_norm_c, self.k_norm_c)  # (B, H, L, D)
+        q, k, v = (
+            torch.cat([qc, qx], 2),
+            torch.cat([kc, kx], 2),
+            torch.cat([vc, vx], 2),
+        )  # (B, H, L+T, D)
+        mask = None
+        if c_mask is not None:
+            keys = torch.cat(
+                [c_mask, torch.ones(B, T, dtype=torch.bool, device=x.device)], 1
+            )  # (B, L+T)
+            mask = keys[:, None, None, :]  # (B, 1, 1, L+T)
+        y = self.attn_fn(q, k, v, attn_mask=mask).transpose(1, 2)  # (B, L+T, H, D)
+        yx = self.proj_x(y[:, L:].reshape(B, T, C))  # (B, T, C)
+        yc = (
+            self.proj_c(y[:, :L].reshape(B, L, C)) if self.proj_c is not None else None
+        )  # (B, L, C)
+        return yx, yc
+
+
+class PreNormBlock(nn.Module):
+    """Plain pre-LayerNorm transformer block (U-ViT, the text encoder); with ``skip=True`` it
+    first fuses a long skip connection: x = Linear(concat(x, skip))."""
+
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        mlp_ratio: float = 4.0,
+        qk_norm: bool = False,
+        skip: bool = False,
+    ):
+        super().__init__()
+        self.skip_linear = nn.Linear(2 * dim, dim) if skip else None
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, n_heads, qk_norm=qk_norm)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = GeluMLP(dim, int(dim * mlp_ratio))
+
+    def forward(
+        self, x: Tensor, skip: Tensor | None = None, attn_mask: Tensor | None = None
+    ) -> Tensor:
+        if self.skip_linear is not None:
+            x = self.skip_linear(torch.cat([x, skip], dim=-1))  # (B, T, C)
+        x = x + self.attn(self.norm1(x), attn_mask=attn_mask)
+        return x + self.mlp(self.norm2(x))  # (B, T, C)
+
+
+class TextEncoder(nn.Module):
+    """Small bidirectional transformer over caption token ids (0 = padding), trained with the
+    diffusion model. ``forward(ids) -> tokens (B, L, C), mask (B, L) bool, pooled (B, C)``."""
+
+    def __init__(
+        self, vocab_size: int, dim: int = 64, depth: int = 2, n_heads: int = 2, max_len: int = 8
+    ):
+        super().__init__()
+        self.vocab_size, self.max_len = vocab_size, max_len
+        self.tok = nn.Embedding(vocab_size, dim)
+        self.pos = nn.Parameter(torch.zeros(1, max_len, dim))
+        self.blocks = nn.ModuleList(PreNormBlock(dim, n_heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        nn.init.normal_(self.tok.weight, std=0.02)
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        n_tok = ids.shape[1]
+        if n_tok > self.max_len:
+            raise ValueError(
+                f"captions of {n_tok} tokens exceed the text encoder's max_len={self.max_len}"
+            )
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise ValueError(
+                f"caption token ids must lie in [0, {self.vocab_size}); got {ids.min()}..{ids.max()}"
+            )
+        mask = ids != 0  # (B, L)
+        h = self.tok(ids) + self.pos[:, :n_tok]  # (B, L, C)
+        key_mask = mask[:, None, None, :]  # (B, 1, 1, L)
+        for blk in self.blocks:
+            h = blk(h, attn_mask=key_mask)
+        h = self.norm(h)  # (B, L, C)
+        w = mask.unsqueeze(-1).to(h.dtype)
+        pooled = (h * w).sum(1) / w.sum(1).clamp_min(1)  # (B, C)
+        return h, mask, pooled
+
+
+@dataclass(frozen=True)
+class TextBackboneConfig(BackboneConfig):
+    """Image backbone conditioned on captions through a small :class:`TextEncoder` whose width
+    (``text_dim``) is fixed: only the image transformer is widened."""
+
+    text_vocab_size: int = 64
+    text_len: int = 8
+    text_dim: int = 64
+    text_depth: int = 2
+    text_heads: int = 2
+
+    def __post_init__(self):
+        super().__post_init__()
+        name = type(self).__name__
+        for f in ("text_vocab_size", "text_len", "text_dim", "text_depth", "text_heads"):
+            _check(getattr(self, f) >= 1, f"{name}.{f} must be >= 1, got {getattr(self, f)}")
+        _check(self.text_vocab_size >= 3, f"{name}.text_vocab_size must cover <pad>, <bos>, <unk>")
+        _check(
+            self.text_dim % self.text_heads == 0,
+            f"{name}: text_dim={self.text_dim} is not divisible by text_heads={self.text_heads}",
+        )
+
+
+# --------------------------------------------------------------------------------------
+# U-ViT (Bao et al. 2023): everything is a token, long skips between shallow and deep blocks
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UViTConfig(BackboneConfig):
+    """U-ViT: ``depth`` blocks = depth//2 in-blocks, one mid block, depth//2 out-blocks (odd)."""
+
+    depth: int = 5
+    num_classes: int = 10
+    class_dropout_prob: float = 0.1
+    conv_out: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(
+            self.depth % 2 == 1,
+            f"UViTConfig.depth must be odd (in-blocks, mid block, out-blocks), got {self.depth}",
+        )
+        _check(
+            0.0 <= self.class_dropout_prob < 1.0, "UViTConfig.class_dropout_prob must be in [0, 1)"
+        )
+        _check(self.num_classes >= 1, "UViTConfig.num_classes must be >= 1")
+
+
+class UViT(nn.Module):
+    """U-ViT for class-conditional diffusion: tokens [time, class, patches] with a learned
+    position embedding, long skip connections, a linear patch decoder and a 3x3 output conv.
+    ``forward(x, t, y)`` as :class:`DiT`."""
+
+    extra_tokens = 2
+
+    def __init__(self, config: UViTConfig):
+        super().__init__()
+        self.config = c = config
+        self.x_embedder = nn.Conv2d(c.in_channels, c.dim, c.patch_size, stride=c.patch_size)
+        self.t_embedder = TimestepEmbedder(c.dim)
+        self.y_embedder = LabelEmbedder(c.num_classes, c.dim, c.class_dropout_prob)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.extra_tokens + c.num_patches, c.dim))
+        half = c.depth // 2
+        self.in_blocks = nn.ModuleList(
+            PreNormBlock(c.dim, c.n_heads, c.mlp_ratio, c.qk_norm) for _ in range(half)
+        )
+        self.mid_block = PreNormBlock(c.dim, c.n_heads, c.mlp_ratio, c.qk_norm)
+        self.out_blocks = nn.ModuleList(
+            PreNormBlock(c.dim, c.n_heads, c.mlp_ratio, c.qk_norm, skip=True) for _ in range(half)
+        )
+        self.norm = nn.LayerNorm(c.dim)
+        self.decoder_pred = nn.Linear(c.dim, c.patch_size**2 * c.out_channels)
+        self.final_layer = (
+            nn.Conv2d(c.out_channels, c.out_channels, 3, padding=1) if c.conv_out else nn.Identity()
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """U-ViT's initialisation: truncated-normal(0.02) linears and position embedding."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.y_embedder.table.weight, std=0.02)
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        _check_inputs(self, x, t, y, label_ndim=1)
+        c = self.config
+        h = self.x_embedder(x).flatten(2).transpose(1, 2)  # (B, T, C)
+        extra = torch.stack([self.t_embedder(t), self.y_embedder(y)], dim=1)  # (B, 2, C)
+        h = torch.cat([extra, h], dim=1) + self.pos_embed  # (B, 2+T, C)
+        skips = []
+        for blk in self.in_blocks:
+            h = blk(h)
+            skips.append(h)
+        h = self.mid_block(h)
+        for blk in self.out_blocks:
+            h = blk(h, skip=skips.pop())  # (B, 2+T, C)
+        h = self.decoder_pred(self.norm(h))[:, self.extra_tokens :]  # (B, T, p*p*C_out)
+        return self.final_layer(unpatchify(h, c.patch_size, c.out_channels))  # (B, C_out, H, W)
+
+
+# --------------------------------------------------------------------------------------
+# PixArt-alpha (Chen et al. 2023): cross-attention to text, adaLN-single
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PixArtConfig(TextBackboneConfig):
+    """PixArt-alpha: DiT blocks with cross-attention to caption tokens and adaLN-single."""
+
+
+class PixArtBlock(nn.Module):
+    """Self-attention, cross-attention, MLP; modulation = the shared adaLN-single vector plus
+    this block's learned scale-shift table."""
+
+    def __init__(self, dim: int, n_heads: int, mlp_ratio: float, qk_norm: bool):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, n_heads, qk_norm=qk_norm)
+        self.cross_attn = CrossAttention(dim, dim, n_heads, qk_norm=qk_norm)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = GeluMLP(dim, int(dim * mlp_ratio))
+        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
+
+    def forward(self, x: Tensor, t6: Tensor, ctx: Tensor, ctx_mask: Tensor) -> Tensor:
+        B, _, C = x.shape
+        mods = self.scale_shift_table[None] + t6.reshape(B, 6, C)  # (B, 6, C)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods.chunk(
+            6, dim=1
+        )  # (B, 1, C)
+        x = x + gate_msa * self.attn(self.norm1(x) * (1 + scale_msa) + shift_msa)
+        x = x + self.cross_attn(x, ctx, ctx_mask)
+        return x + gate_mlp * self.mlp(self.norm2(x) * (1 + scale_mlp) + shift_mlp)  # (B, T, C)
+
+
+class PixArt(nn.Module):
+    """PixArt-alpha for caption-conditioned diffusion. ``forward(x, t, ids)`` with caption
+    token ids (B, L) (0 = padding; classifier-free guidance uses the empty caption)."""
+
+    def __init__(self, config: PixArtConfig):
+        super().__init__()
+        self.config = c = config
+        self.x_embedder = nn.Conv2d(c.in_channels, c.dim, c.patch_size, stride=c.patch_size)
+        self.register_buffer(
+            "pos_embed",
+            sincos_pos_embed_2d(c.dim, c.input_size // c.patch_size)[None],
+            persistent=False,
+        )
+        self.t_embedder = TimestepEmbedder(c.dim)
+        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 6 * c.dim))  # adaLN-single
+        self.text_encoder = TextEncoder(
+            c.text_vocab_size, c.text_dim, c.text_depth, c.text_heads, c.text_len
+        )
+        self.y_embedder = nn.Sequential(
+            nn.Linear(c.text_dim, c.dim), nn.GELU(approximate="tanh"), nn.Linear(c.dim, c.dim)
+        )
+        self.blocks = nn.ModuleList(
+            PixArtBlock(c.dim, c.n_heads, c.mlp_ratio, c.qk_norm) for _ in range(c.depth)
+        )
+        self.final_norm = nn.LayerNorm(c.dim, elementwise_affine=False, eps=1e-6)
+        self.final_table = nn.Parameter(torch.randn(2, c.dim) / c.dim**0.5)
+        self.final_linear = nn.Linear(c.dim, c.patch_size**2 * c.out_channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PixArt's initialisation: Xavier linears; zero cross-attention output and final layer."""
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear) and not name.startswith("text_encoder"):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.x_embedder.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        for lin in (self.t_embedder.mlp[0], self.t_embedder.mlp[2], self.t_block[1]):
+            nn.init.normal_(lin.weight, std=0.02)
+        for blk in self.blocks:
+            nn.init.zeros_(blk.cross_attn.proj.weight)
+            nn.init.zeros_(blk.cross_attn.proj.bias)
+        nn.init.zeros_(self.final_linear.weight)
+        nn.init.zeros_(self.final_linear.bias)
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        _check_inputs(self, x, t, y, label_ndim=2)
+        c = self.config
+        h = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed  # (B, T, C)
+        te = self.t_embedder(t)  # (B, C)
+        t6 = self.t_block(te)  # (B, 6C)
+        text, mask, _ = self.text_encoder(y)  # (B, L, C_text), (B, L)
+        ctx = self.y_embedder(text)  # (B, L, C)
+        for blk in self.blocks:
+            h = blk(h, t6, ctx, mask)  # (B, T, C)
+        shift, scale = (self.final_table[None] + te[:, None]).chunk(2, dim=1)  # (B, 1, C)
+        h = self.final_linear(self.final_norm(h) * (1 + scale) + shift)  # (B, T, p*p*C_out)
+        return unpatchify(h, c.patch_size, c.out_channels)  # (B, C_out, H, W)
+
+
+# --------------------------------------------------------------------------------------
+# MMDiT (Esser et al. 2024, Stable Diffusion 3): two streams, joint attention
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MMDiTConfig(TextBackboneConfig):
+    """MMDiT: image and text streams with their own weights, joint attention, per-stream
+    adaLN from the timestep plus the pooled caption."""
+
+
+class MMDiTBlock(nn.Module):
+    """One MMDiT block. With ``context_pre_only`` (the last block) the text stream only feeds
+    keys and values to the joint attention and is not updated."""
+
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        mlp_ratio: float,
+        qk_norm: bool,
+        context_pre_only: bool = False,
+    ):
+        super().__init__()
+        ln = lambda: nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)  # noqa: E731
+        self.context_pre_only = context_pre_only
+        self.norm1_x, self.norm1_c, self.norm2_x = ln(), ln(), ln()
+        self.attn = JointAttention(dim, n_heads, qk_norm=qk_norm, context_out=not context_pre_only)
+        self.mlp_x = GeluMLP(dim, int(dim * mlp_ratio))
+        self.adaLN_x = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.adaLN_c = nn.Sequential(
+            nn.SiLU(), nn.Linear(dim, (2 if context_pre_only else 6) * dim)
+        )
+        if not context_pre_only:
+            self.norm2_c = ln()
+            self.mlp_c = GeluMLP(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor, c: Tensor, cond: Tensor, c_mask: Tensor) -> tuple[Tensor, Tensor]:
+        sx, scx, gx, sx2, scx2, gx2 = self.adaLN_x(cond).chunk(6, dim=-1)  # (B, C) each
+        mc = self.adaLN_c(cond).chunk(2 if self.context_pre_only else 6, dim=-1)
+        ax, ac = self.attn(
+            modulate(self.norm1_x(x), sx, scx), modulate(self.norm1_c(c), mc[0], mc[1]), c_mask
+        )
+        x = x + gx.unsqueeze(1) * ax  # (B, T, C)
+        x = x + gx2.unsqueeze(1) * self.mlp_x(modulate(self.norm2_x(x), sx2, scx2))
+        if self.context_pre_only:
+            return x, c
+        gc, sc2, scc2, gc2 = mc[2:]
+        c = c + gc.unsqueeze(1) * ac  # (B, L, C)
+        c = c + gc2.unsqueeze(1) * self.mlp_c(modulate(self.norm2_c(c), sc2, scc2))
+        return x, c
+
+
+class MMDiT(nn.Module):
+    """MMDiT for caption-conditioned diffusion. ``forward(x, t, ids)`` as :class:`PixArt`."""
+
+    def __init__(self, config: MMDiTConfig):
+        super().__init__()
+        self.config = c = config
+        self.x_embedder = nn.Conv2d(c.in_channels, c.dim, c.patch_size, stride=c.patch_size)
+        self.register_buffer(
+            "pos_embed",
+            sincos_pos_embed_2d(c.dim, c.input_size // c.patch_size)[None],
+            persistent=False,
+        )
+        self.t_embedder = TimestepEmbedder(c.dim)
+        self.text_encoder = TextEncoder(
+            c.text_vocab_size, c.text_dim, c.text_depth, c.text_heads, c.text_len
+        )
+        self.context_embedder = nn.Linear(c.text_dim, c.dim)
+        self.pooled_embedder = nn.Sequential(
+            nn.Linear(c.text_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim)
+        )
+        self.blocks = nn.ModuleList(
+            MMDiTBlock(c.dim, c.n_heads, c.mlp_ratio, c.qk_norm, context_pre_only=i == c.depth - 1)
+            for i in range(c.depth)
+        )
+        self.final_layer = FinalLayer(c.dim, c.patch_size, c.out_channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """DiT-style: Xavier linears, adaLN-Zero in every block and stream, zero final layer."""
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear) and not name.startswith("text_encoder"):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.x_embedder.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        for blk in self.blocks:
+            for ada in (blk.adaLN_x, blk.adaLN_c):
+                nn.init.zeros_(ada[-1].weight)
+                nn.init.zeros_(ada[-1].bias)
+        for lin in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        _check_inputs(self, x, t, y, label_ndim=2)
+        c = self.config
+        h = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed  # (B, T, C)
+        text, mask, pooled = self.text_encoder(y)  # (B, L, C_text), (B, L), (B, C_text)
+        ctx = self.context_embedder(text)  # (B, L, C)
+        cond = self.t_embedder(t) + self.pooled_embedder(pooled)  # (B, C)
+        for blk in self.blocks:
+            h, ctx = blk(h, ctx, cond, mask)
+        h = self.final_layer(h, cond)  # (B, T, p*p*C_out)
+        return unpatchify(h, c.patch_size, c.out_channels)  # (B, C_out, H, W)
+
+
+# The paper's sizes and tiny ones for digits on a CPU (head dim 32 for the tiny ones).
+UVIT_MODELS: dict[str, dict] = {
+    "U-ViT-M/2": dict(depth=17, n_heads=12, head_dim=64, patch_size=2),
+    "U-ViT-S/2": dict(depth=13, n_heads=8, head_dim=64, patch_size=2),
+    "U-ViT-Digits/2": dict(depth=5, n_heads=4, head_dim=32, patch_size=2),
+}
+PIXART_MODELS: dict[str, dict] = {
+    "PixArt-XL/2": dict(depth=28, n_heads=16, head_dim=72, patch_size=2),
+    "PixArt-Digits/2": dict(depth=4, n_heads=4, head_dim=32, patch_size=2),
+}
+MMDIT_MODELS: dict[str, dict] = {
+    "MMDiT-2B/2": dict(depth=24, n_heads=24, head_dim=64, patch_size=2),
+    "MMDiT-Digits/2": dict(depth=4, n_heads=4, head_dim=32, patch_size=2),
+}
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A family of image diffusion backbones: its config and model classes, its presets, and
+    whether it is conditioned on class labels (B,) or caption token ids (B, L)."""
+
+    config_cls: type
+    model_cls: type
+    presets: dict[str, dict]
+    conditioning: Literal["class", "text"]
+
+    def build(self, preset: str, **overrides) -> nn.Module:
+        if preset not in self.presets:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(self.presets)}")
+        return self.model_cls(self.config_cls(**{**self.presets[preset], **overrides}))
+
+
+BACKBONES: dict[str, Backbone] = {
+    "dit": Backbone(DiTConfig, DiT, DIT_MODELS, "class"),
+    "uvit": Backbone(UViTConfig, UViT, UVIT_MODELS, "class"),
+    "pixart": Backbone(PixArtConfig, PixArt, PIXART_MODELS, "text"),
+    "mmdit": Backbone(MMDiTConfig, MMDiT, MMDIT_MODELS, "text"),
+}
 
 
 # --------------------------------------------------------------------------------------
