@@ -138,10 +138,12 @@ class DigitsTask:
         x, labels = batch
         n = x.shape[0]
         drop = ctx.rand(n) < self.dropout
-        # caption phrasings drawn for the global batch; this rank takes its shard
-        which = ctx.shard(
-            torch.randint(len(CAPTION_TEMPLATES), (n * ctx.world_size,), generator=ctx.generator)
-        )
+        which = None
+        if self.text:  # caption phrasings drawn for the global batch; this rank takes its shard
+            g = torch.randint(
+                len(CAPTION_TEMPLATES), (n * ctx.world_size,), generator=ctx.generator
+            )
+            which = ctx.shard(g)
         y = self.condition(labels, which=which, drop=drop)
         sigma = (ctx.randn(n) * self.edm.P_std + self.edm.P_mean).exp()
         return edm_loss(model, x, y, self.edm, sigma=sigma, noise=ctx.randn(*x.shape)).mean()
