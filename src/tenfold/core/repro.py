@@ -219,6 +219,14 @@ def _sample_grid(ax_rows, xs: Tensor, ys: Tensor, n: int, label_rows: bool = Tru
                 a.set_ylabel(DIGIT_NAMES[c], rotation=0, ha="right", va="center", fontsize=8)
 
 
+def _references(size: int):
+    """Training and validation digits, the classifier with its validation accuracy, and the
+    real-data FD floor (held-out real digits against the training set)."""
+    train, val = load_digits("train", size), load_digits("val", size)
+    clf, clf_acc = digits_classifier(size)
+    return train, val, clf, clf_acc, clf.fd(val.images, train.images)
+
+
 def _plt():
     import matplotlib
 
@@ -249,9 +257,7 @@ def _plt():
 def dit_digits(cfg: DigitsDiffusionConfig, ctx: RunContext) -> Result:
     plt = _plt()
     size = cfg.image_size
-    train, val = load_digits("train", size), load_digits("val", size)
-    clf, clf_acc = digits_classifier(size)
-    fd_floor = clf.fd(val.images, train.images)  # real held-out digits vs the training set
+    train, val, clf, clf_acc, fd_floor = _references(size)
     ctx.log(
         f"digits classifier: validation accuracy {clf_acc:.4f}; real-data FD floor {fd_floor:.2f}"
     )
@@ -401,9 +407,7 @@ class BackbonesDigitsConfig:
 def backbones_digits(cfg: BackbonesDigitsConfig, ctx: RunContext) -> Result:
     plt = _plt()
     size = cfg.image_size
-    train, val = load_digits("train", size), load_digits("val", size)
-    clf, clf_acc = digits_classifier(size)
-    fd_floor = clf.fd(val.images, train.images)
+    train, val, clf, clf_acc, fd_floor = _references(size)
     rows, grids = [], {}
     for fam in cfg.backbones:
         sub = cfg.for_backbone(fam)
