@@ -68,11 +68,11 @@ class DigitsDiffusionConfig:
     cond_dropout_prob: float = 0.1  # labels / captions dropped for classifier-free guidance
 
     def __post_init__(self):
-        presets = BACKBONES[self.backbone].presets if self.backbone in BACKBONES else {}
         if self.backbone not in BACKBONES:
             raise ValueError(
                 f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}"
             )
+        presets = BACKBONES[self.backbone].presets
         if self.model and self.model not in presets:
             raise ValueError(
                 f"model must be a {self.backbone} preset ({', '.join(presets)}), got {self.model!r}"
@@ -455,8 +455,6 @@ def backbones_digits(cfg: BackbonesDigitsConfig, ctx: RunContext) -> Result:
 
     n = 5
     fig, axes = plt.subplots(10, n * len(rows), figsize=(n * len(rows) * 0.5, 5.6))
-    if len(rows) == 1 or n * len(rows) == 1:
-        axes = axes.reshape(10, -1)
     for b, name in enumerate(names):
         xs, ys = grids[name]
         _sample_grid([row[b * n : (b + 1) * n] for row in axes], xs, ys, n, label_rows=b == 0)
