@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[dev]"
+	@# Microsoft's mup 1.0.0, the anchor of tests/mup/test_mup_anchor.py. Its metadata asks for
+	@# torchvision (which would pull another torch) and plotting libraries its core never
+	@# imports; it needs only torch and pyyaml (in the dev extra), so it goes in without deps.
+	$(BIN)/pip install -q --no-deps "mup==1.0.0" 2>&1 | grep -v "dependency conflicts\|^mup 1.0.0 requires\|dependency resolver" || true
 	@touch $(STAMP)
 
 demo: $(STAMP)

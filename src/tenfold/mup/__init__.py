@@ -1,0 +1,30 @@
+"""muP for diffusion transformers (arXiv 2505.15270): tune the learning rate on a narrow proxy,
+train the wide model with it. See ``docs/mup.md``.
+
+    from tenfold.mup import MuPConfig, parametrize_
+    opt = parametrize_(model, MuPConfig(base_width=64), lr=2**-7)
+"""
+
+from .api import (
+    MuPConfig,
+    MuReadout,
+    ParamScaling,
+    Role,
+    mup_param_groups,
+    param_table,
+    parametrize_,
+    readout_modules,
+    unwrap,
+)
+
+__all__ = [
+    "MuPConfig",
+    "MuReadout",
+    "ParamScaling",
+    "Role",
+    "mup_param_groups",
+    "param_table",
+    "parametrize_",
+    "readout_modules",
+    "unwrap",
+]
