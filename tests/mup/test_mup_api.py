@@ -64,7 +64,7 @@ def test_init_scales_like_muP(family):
         m = build(family, heads)
         parametrize_(m, MuPConfig(base_width=64), lr=1e-3)
         stds[heads] = {n: p.detach().std().item() for n, p in m.named_parameters() if p.numel() > 1}
-        for n, mod in readout_modules(m):
+        for _, mod in readout_modules(m):
             assert torch.count_nonzero(mod.weight) == 0
         for n, p in m.named_parameters():
             if "adaLN" in n and n.endswith("weight"):
