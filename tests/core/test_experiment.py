@@ -59,6 +59,8 @@ def test_parse_overrides_types():
         n=7, scale=1e-3, name="hello=world", flag=True, mode="b", shape=(4, 5), limit=None
     )
     assert E.parse_overrides(ToyConfig, ["limit=9"]) == {"limit": 9}
+    for text in ("(4,5)", "[4, 5]", "4,5,"):  # Python-looking tuples are accepted too
+        assert E.parse_overrides(ToyConfig, [f"shape={text}"]) == {"shape": (4, 5)}
 
 
 @pytest.mark.parametrize(

@@ -295,7 +295,10 @@ def _parse_value(text: str, tp: Any, fname: str) -> Any:
             f"{fname}={text!r} is not one of {', '.join(map(str, args))}{_close(text, map(str, args))}"
         )
     if origin is tuple:
-        parts = [p for p in text.split(",") if p.strip()]
+        inner = text.strip()
+        if inner[:1] + inner[-1:] in ("()", "[]"):  # accept (1,2) and [1,2] as well as 1,2
+            inner = inner[1:-1]
+        parts = [p for p in inner.split(",") if p.strip()]
         if args and args[-1] is not Ellipsis and len(parts) != len(args):
             raise ConfigError(f"{fname} takes {len(args)} comma-separated values, got {text!r}")
         elem = (
