@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import statistics
 import time
@@ -62,3 +63,17 @@ def append_csv(path: str | Path, rows: list[dict]) -> None:
         if new:
             w.writeheader()
         w.writerows(rows)
+
+
+def bench_main(prog: str, run, argv=None) -> list[dict]:
+    """The command line every benchmark shares: ``[--toy] [--csv PATH]``; ``run(toy)`` returns
+    the rows, which are printed and, with ``--csv``, appended to that file."""
+    ap = argparse.ArgumentParser(prog=prog)
+    ap.add_argument("--toy", action="store_true", help="toy sizes (seconds, CPU)")
+    ap.add_argument("--csv", default=None, help="append the rows to this CSV")
+    args = ap.parse_args(argv)
+    rows = run(args.toy)
+    print_table(rows)
+    if args.csv:
+        append_csv(args.csv, rows)
+    return rows

@@ -9,13 +9,12 @@ table; with --csv appends rows naming the device.
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import append_csv, bench, device_name, print_table
+from benchmarks.common import bench, bench_main, device_name
 from tenfold.core.metrics import sqnr
 from tenfold.core.transformer import DIT_MODELS, LM, LM_MODELS, DiT, DiTConfig, LMConfig
 
@@ -109,19 +108,9 @@ def run(toy: bool, device: torch.device, dtype: torch.dtype) -> list[dict]:
 
 
 def main(argv=None) -> list[dict]:
-    ap = argparse.ArgumentParser(prog="bench_transformer")
-    ap.add_argument("--toy", action="store_true")
-    ap.add_argument(
-        "--csv", default=None, help="append the rows to this CSV (e.g. benchmarks/core/results.csv)"
-    )
-    args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    rows = run(args.toy, device, dtype)
-    print_table(rows)
-    if args.csv:
-        append_csv(args.csv, rows)
-    return rows
+    return bench_main("bench_transformer", lambda toy: run(toy, device, dtype), argv)
 
 
 if __name__ == "__main__":

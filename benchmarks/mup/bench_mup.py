@@ -10,12 +10,11 @@ param groups). Prints a table; with --csv appends rows naming the device.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
-from benchmarks.common import append_csv, bench, device_name, print_table
+from benchmarks.common import bench, bench_main, device_name
 from tenfold.core.transformer import BACKBONES
 from tenfold.mup import MuPConfig, parametrize_
 
@@ -63,16 +62,8 @@ def run(toy: bool, device: torch.device) -> list[dict]:
 
 
 def main(argv=None) -> list[dict]:
-    ap = argparse.ArgumentParser(prog="bench_mup")
-    ap.add_argument("--toy", action="store_true")
-    ap.add_argument("--csv", default=None, help="append the rows to this CSV")
-    args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rows = run(args.toy, device)
-    print_table(rows)
-    if args.csv:
-        append_csv(args.csv, rows)
-    return rows
+    return bench_main("bench_mup", lambda toy: run(toy, device), argv)
 
 
 if __name__ == "__main__":
