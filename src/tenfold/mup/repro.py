@@ -466,6 +466,8 @@ def lr_transfer(cfg: LRTransferConfig, ctx: RunContext) -> Result:
             )
         )
         # (c) speed-up
+        sp_best_wide = float(mean["sp"][-1].min())
+        metrics[f"{fam}_wide_val_loss_sp_best_lr"] = sp_best_wide
         runs = [r for r in trecs if r["point"]["backbone"] == fam]
         sp_runs = [r for r in runs if r["point"]["param"] == "sp"]
         mu_runs = [r for r in runs if r["point"]["param"] == "mup"]
@@ -490,7 +492,10 @@ def lr_transfer(cfg: LRTransferConfig, ctx: RunContext) -> Result:
                 + ")",
                 n_speed is not None and n_speed > 1,
                 "N = SP's steps / the first step (interpolated between evaluations) at which "
-                "muP's validation loss is at or below SP's final one",
+                "muP's validation loss is at or below SP's final one. Against SP at its own "
+                f"best LR instead (the sweep, width {widths[-1]}, {cfg.steps} steps): SP "
+                f"{sp_best_wide:.4f} at 2^{lrs[bi['sp'][-1]]:g}, muP {at[-1]:.4f} at the "
+                "transferred LR",
             )
         )
         # (d) cost of the sweep: the muP proxy's LR grid (one seed) vs one wide muP run
