@@ -105,8 +105,13 @@ class CoordCheck:
                 if np.all(y > 0):
                     ax.plot(self.widths, y, color=cmap(i / max(len(self.layers) - 1, 1)), lw=0.8)
             ax.set(xscale="log", yscale="log", xlabel="width", title=f"{title} t={t}")
-            ax.set_xticks(self.widths)
-            ax.set_xticklabels([str(w) for w in self.widths], fontsize=7)
+            shown, last = [], 0.0  # label widths at least 1.3x apart so labels never overlap
+            for w in self.widths:
+                if w >= 1.3 * last:
+                    shown.append(w)
+                    last = w
+            ax.set_xticks(shown)
+            ax.set_xticklabels([str(w) for w in shown], fontsize=7)
             ax.minorticks_off()
         axes[0].set_ylabel("mean |activation|")
 
