@@ -222,3 +222,22 @@ def test_initialising_a_wrapped_model_is_refused():
     m = build("dit", 2)
     with pytest.raises(ValueError, match="initialise before wrapping"):
         parametrize_(torch.compile(m, backend="eager"), MuPConfig(base_width=32), lr=1e-3)
+
+
+def test_trainer_schedules_every_muP_group_from_its_own_lr():
+    """With the core Trainer's warm-up, each group's LR keeps muP's ratio to the base LR."""
+    from tenfold.core.train import TrainConfig, Trainer
+
+    m = build("dit", 4)
+    opt = parametrize_(m, MuPConfig(base_width=32), lr=1e-2)
+    x, t, y = inputs("dit", 8)
+
+    def loss_fn(model, batch, ctx):
+        (xb,) = batch
+        return (model(xb, t[: len(xb)], y[: len(xb)]) - xb).square().mean()
+
+    cfg = TrainConfig(steps=2, batch_size=8, lr=1.0, warmup_steps=4, progress=False)
+    Trainer(m, loss_fn, (x,), cfg, optimizer=opt).fit()
+    lrs = {g["mup_role"]: g["lr"] for g in opt.param_groups}
+    assert lrs["hidden"] / lrs["input"] == pytest.approx(32 / 128)
+    assert lrs["input"] < 1e-2  # still warming up, scaled from the group's own initial LR
