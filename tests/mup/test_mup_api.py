@@ -241,3 +241,17 @@ def test_trainer_schedules_every_muP_group_from_its_own_lr():
     lrs = {g["mup_role"]: g["lr"] for g in opt.param_groups}
     assert lrs["hidden"] / lrs["input"] == pytest.approx(32 / 128)
     assert lrs["input"] < 1e-2  # still warming up, scaled from the group's own initial LR
+
+
+def test_docs_usage_snippet_runs():
+    """The usage block of docs/mup.md runs as written."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "mup.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", doc, flags=re.S)[0]
+    assert len([ln for ln in code.splitlines() if ln.strip()]) <= 10
+    ns: dict = {}
+    exec(compile(code, "docs/mup.md", "exec"), ns)
+    assert isinstance(ns["opt"], torch.optim.AdamW)
+    assert ns["wide"].final_layer.linear.width_mult == 8.0
