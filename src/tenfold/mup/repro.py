@@ -346,6 +346,45 @@ def _reach_step(curve: list, target: float) -> float | None:
     return None
 
 
+def _sweep_figure(name: str, widths: list[int], lrs: list[float], mean: dict, best: dict):
+    """Validation loss against log2 LR, one curve per width, SP | muP; stars at the optima."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    cmap = plt.get_cmap("viridis")
+    for ax, p in zip(axes, ("sp", "mup")):
+        for i, w in enumerate(widths):
+            c = cmap(i / max(len(widths) - 1, 1))
+            y = np.where(np.isfinite(mean[p][i]), mean[p][i], np.nan)
+            ax.plot(lrs, y, "o-", color=c, ms=3, label=f"width {w}")
+            if best[p][i] >= 0:
+                ax.plot(lrs[best[p][i]], mean[p][i][best[p][i]], "*", color=c, ms=12)
+        ax.set(xlabel="log2 learning rate", title=f"{name} {'SP' if p == 'sp' else 'muP'}")
+        ax.grid(alpha=0.3)
+    finite = np.concatenate([mean[p][np.isfinite(mean[p])] for p in ("sp", "mup")])
+    if finite.size:  # diverged runs would flatten the interesting part: clip the y range
+        lo = finite.min()
+        axes[0].set_ylim(lo * 0.97, min(finite.max(), lo * 1.6) * 1.02)
+    axes[0].set_ylabel("validation loss (EDM)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _transfer_figure(title: str, runs_by_label: dict[str, list[dict]]):
+    """Validation-loss curves of the wide transfer runs (first seed solid, others faded)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for color, (label, runs) in zip(("C0", "C3"), runs_by_label.items()):
+        for j, r in enumerate(runs):
+            cv = np.array([[s, np.nan if v is None else v] for s, v in r["result"]["curve"]])
+            ax.plot(cv[:, 0], cv[:, 1], "o-", color=color, ms=3, alpha=1 if j == 0 else 0.5,
+                    label=label if j == 0 else None)  # fmt: skip
+    ax.set(xlabel="step", ylabel="validation loss", title=title, yscale="log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 @experiment(
     "mup/lr-transfer",
     LRTransferConfig,
@@ -366,7 +405,6 @@ def _reach_step(curve: list, target: float) -> float | None:
     summary="Learning-rate sweeps over widths, SP vs muP, of a class-conditional DiT (and PixArt-alpha in full) on the digits: does the proxy's best LR transfer to the wide model?",
 )
 def lr_transfer(cfg: LRTransferConfig, ctx: RunContext) -> Result:
-    plt = _plt()
     widths = [h * HEAD_DIM for h in cfg.heads]
     cache = _cache_dir(cfg, ctx)
     if not cfg.resume and cache.exists():
@@ -530,51 +568,12 @@ def lr_transfer(cfg: LRTransferConfig, ctx: RunContext) -> Result:
             for p in ("sp", "mup")
             for i, w in enumerate(widths)
         ]
-        # figures: val loss vs log2 LR per width, SP | muP; and the transfer curves
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-        cmap = plt.get_cmap("viridis")
-        for ax, p in zip(axes, ("sp", "mup")):
-            for i, w in enumerate(widths):
-                c = cmap(i / max(len(widths) - 1, 1))
-                y = np.where(np.isfinite(mean[p][i]), mean[p][i], np.nan)
-                ax.plot(lrs, y, "o-", color=c, ms=3, label=f"width {w}")
-                if bi[p][i] >= 0:
-                    ax.plot(lrs[bi[p][i]], mean[p][i][bi[p][i]], "*", color=c, ms=12)
-            ax.set(xlabel="log2 learning rate", title=f"{name} {'SP' if p == 'sp' else 'muP'}")
-            ax.grid(alpha=0.3)
-        finite = np.concatenate([mean[p][np.isfinite(mean[p])] for p in ("sp", "mup")])
-        if finite.size:
-            lo = finite.min()
-            axes[0].set_ylim(lo * 0.97, min(finite.max(), lo * 1.6) * 1.02)
-        axes[0].set_ylabel("validation loss (EDM)")
-        axes[1].legend(fontsize=8)
-        fig.tight_layout()
-        ctx.figure(fig, f"lr_transfer_{fam}")
-
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        for rs, lab, col in (
-            (sp_runs, f"SP, AdamW {cfg.sp_lr:g}", "C0"),
-            (mu_runs, f"muP, 2^{lrs[lr0]:g} from width {widths[0]}", "C3"),
-        ):
-            for j, r in enumerate(rs):
-                cv = np.array([[s, np.nan if v is None else v] for s, v in r["result"]["curve"]])
-                ax.plot(
-                    cv[:, 0],
-                    cv[:, 1],
-                    "o-",
-                    color=col,
-                    ms=3,
-                    alpha=1 if j == 0 else 0.5,
-                    label=lab if j == 0 else None,
-                )
-        ax.set(
-            xlabel="step",
-            ylabel="validation loss",
-            title=f"{name} width {widths[-1]}",
-            yscale="log",
-        )
-        ax.legend(fontsize=8)
-        fig.tight_layout()
+        ctx.figure(_sweep_figure(name, widths, lrs, mean, bi), f"lr_transfer_{fam}")
+        runs_by_label = {
+            f"SP, AdamW {cfg.sp_lr:g}": sp_runs,
+            f"muP, 2^{lrs[lr0]:g} from width {widths[0]}": mu_runs,
+        }
+        fig = _transfer_figure(f"{name} width {widths[-1]}", runs_by_label)
         ctx.figure(fig, f"transfer_curve_{fam}")
     notes = (
         f"widths {widths} (heads of {HEAD_DIM}, depth {cfg.depth}), {cfg.steps} steps at batch "
