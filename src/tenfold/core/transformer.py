@@ -345,6 +345,14 @@ def sincos_pos_embed_2d(dim: int, grid: int) -> Tensor:
     return torch.cat(out, dim=1).float()  # (T, D)
 
 
+def _add_patch_embedding(model: nn.Module, c: BackboneConfig) -> None:
+    """``model.x_embedder`` (patchify conv) and a fixed 2-D sin-cos ``model.pos_embed`` buffer,
+    shared by DiT, PixArt-alpha and MMDiT (U-ViT learns its position embedding)."""
+    model.x_embedder = nn.Conv2d(c.in_channels, c.dim, c.patch_size, stride=c.patch_size)
+    grid = c.input_size // c.patch_size
+    model.register_buffer("pos_embed", sincos_pos_embed_2d(c.dim, grid)[None], persistent=False)
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     """Fields shared by the image diffusion backbones (DiT, U-ViT, PixArt-alpha, MMDiT).
@@ -437,11 +445,9 @@ class DiT(nn.Module):
     def __init__(self, config: DiTConfig):
         super().__init__()
         self.config = c = config
-        self.x_embedder = nn.Conv2d(c.in_channels, c.dim, c.patch_size, stride=c.patch_size)
+        _add_patch_embedding(self, c)
         self.t_embedder = TimestepEmbedder(c.dim, c.freq_dim)
         self.y_embedder = LabelEmbedder(c.num_classes, c.dim, c.class_dropout_prob)
-        grid = c.input_size // c.patch_size
-        self.register_buffer("pos_embed", sincos_pos_embed_2d(c.dim, grid)[None], persistent=False)
         self.blocks = nn.ModuleList(
             DiTBlock(c.dim, c.n_heads, c.mlp_ratio, c.mlp, c.qk_norm) for _ in range(c.depth)
         )
@@ -793,12 +799,7 @@ class PixArt(nn.Module):
     def __init__(self, config: PixArtConfig):
         super().__init__()
         self.config = c = config
-        self.x_embedder = nn.Conv2d(c.in_channels, c.dim, c.patch_size, stride=c.patch_size)
-        self.register_buffer(
-            "pos_embed",
-            sincos_pos_embed_2d(c.dim, c.input_size // c.patch_size)[None],
-            persistent=False,
-        )
+        _add_patch_embedding(self, c)
         self.t_embedder = TimestepEmbedder(c.dim)
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(c.dim, 6 * c.dim))  # adaLN-single
         self.text_encoder = TextEncoder(
@@ -905,12 +906,7 @@ class MMDiT(nn.Module):
     def __init__(self, config: MMDiTConfig):
         super().__init__()
         self.config = c = config
-        self.x_embedder = nn.Conv2d(c.in_channels, c.dim, c.patch_size, stride=c.patch_size)
-        self.register_buffer(
-            "pos_embed",
-            sincos_pos_embed_2d(c.dim, c.input_size // c.patch_size)[None],
-            persistent=False,
-        )
+        _add_patch_embedding(self, c)
         self.t_embedder = TimestepEmbedder(c.dim)
         self.text_encoder = TextEncoder(
             c.text_vocab_size, c.text_dim, c.text_depth, c.text_heads, c.text_len
