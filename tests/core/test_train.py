@@ -244,6 +244,9 @@ def _ddp_worker(rank, world, port, out_dir):
         torch.save(
             {"loss": [h["loss"] for h in t.history], "params": params(t.model)}, f"{out_dir}/ddp.pt"
         )
+    # both ranks leave together: a rank that tears gloo down while its peer is still writing
+    # can die with SIGABRT ("terminate called without an active exception")
+    dist.barrier()
     dist.destroy_process_group()
 
 
