@@ -22,6 +22,18 @@ $(STAMP): pyproject.toml
 	@# imports; it needs only torch and pyyaml (in the dev extra), so it goes in without deps.
 	@# (pip's stderr only repeats those unmet wishes; the import check fails make if it failed.)
 	$(BIN)/pip install -q --no-deps "mup==1.0.0" 2>/dev/null; $(BIN)/python -c "import mup"
+	@# The text corpus of the fallback experiments: the Python documentation's reST sources
+	@# in Debian's python3-doc (11 MB, PSF License). Installed here when make runs as root;
+	@# otherwise it says what to run (tenfold also reads any text files you point it at).
+	@if ! ls -d /usr/share/doc/python3*/html/_sources >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's python3-doc (the text corpus)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-doc >/dev/null 2>&1 || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-doc >/dev/null; }; \
+	  else \
+	    echo "NOTE: the text corpus needs Debian's python3-doc: sudo apt-get install python3-doc"; \
+	  fi; \
+	fi
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -6,12 +6,21 @@
 * :func:`load_image_npz` -- the same interface over a user's own ``.npz`` of images.
 * :class:`GaussianMixture2D` -- a 2-D Gaussian-mixture sampler (ring or grid of modes).
 * :func:`digit_captions` and :class:`CaptionTokenizer` -- captions for text-conditioned digits.
+* :func:`load_text_corpus`, :class:`BPETokenizer` and :func:`token_streams` -- real English
+  text for language models: the reStructuredText sources of the Python documentation that
+  Debian's ``python3-doc`` package ships (about 11 MB, PSF License), or your own text files;
+  a byte-level BPE tokenizer trained here with the ``tokenizers`` library and cached;
+  train/validation token streams split by document.
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
+import json
 import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +38,15 @@ __all__ = [
     "CAPTION_TEMPLATES",
     "digit_captions",
     "CaptionTokenizer",
+    "PYTHON_DOCS_GLOBS",
+    "TextCorpus",
+    "load_text_corpus",
+    "BPETokenizer",
+    "train_bpe_tokenizer",
+    "TokenStreams",
+    "token_streams",
+    "select_documents",
+    "lm_batch",
 ]
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -250,3 +268,301 @@ class CaptionTokenizer:
     def empty(self) -> Tensor:
         """Token ids of the empty caption (the null condition of classifier-free guidance)."""
         return self.encode([""])[0]
+
+
+# --------------------------------------------------------------------------------------
+# Text: a real English corpus, a BPE tokenizer, token streams
+# --------------------------------------------------------------------------------------
+
+#: Where Debian's ``python3-doc`` (``python3.X-doc``) puts the reST sources of the Python
+#: documentation: 497 files, 11 MB of English prose and examples for Python 3.11.
+PYTHON_DOCS_GLOBS = (
+    "/usr/share/doc/python3/html/_sources",
+    "/usr/share/doc/python3.*/html/_sources",
+)
+_TEXT_SUFFIXES = (".txt", ".rst", ".md", ".text")
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """Documents of text with where they came from. ``names[i]`` names ``documents[i]``."""
+
+    name: str
+    documents: tuple[str, ...]
+    names: tuple[str, ...]
+    source: str
+    license: str
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(len(d.encode("utf-8")) for d in self.documents)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for n, d in zip(self.names, self.documents):
+            h.update(n.encode())
+            h.update(hashlib.sha256(d.encode("utf-8")).digest())
+        return h.hexdigest()[:16]
+
+
+def _python_docs_dir() -> Path | None:
+    for pattern in PYTHON_DOCS_GLOBS:
+        for d in sorted(glob.glob(pattern), reverse=True):
+            if any(Path(d).rglob("*.rst.txt")):
+                return Path(d)
+    return None
+
+
+def _text_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(_TEXT_SUFFIXES))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"text corpus path {str(p)!r} does not exist")
+    return files
+
+
+def load_text_corpus(
+    source: str | os.PathLike | list = "python-docs", max_bytes: int | None = None
+) -> TextCorpus:
+    """Load a text corpus.
+
+    ``source="python-docs"``: the Python documentation's reST sources from Debian's
+    ``python3-doc`` package (``make install`` installs it as root; otherwise run
+    ``sudo apt-get install python3-doc``). Anything else: a text file, a folder (every
+    ``.txt``/``.rst``/``.md`` file under it) or a glob, or a list of these; each file is one
+    document. ``max_bytes`` keeps whole documents, in name order, up to about that size.
+    """
+    if max_bytes is not None and max_bytes <= 0:
+        raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
+    if isinstance(source, str) and source == "python-docs":
+        root = _python_docs_dir()
+        if root is None:
+            raise FileNotFoundError(
+                "the Python documentation sources were not found under "
+                f"{' or '.join(PYTHON_DOCS_GLOBS)}: install Debian's python3-doc package "
+                "(`apt-get install python3-doc`, done by `make install` when run as root), "
+                "or pass your own text files: source='path/to/texts' (a file, folder or glob)"
+            )
+        files = sorted(root.rglob("*.rst.txt"))
+        name, where = "python-docs", f"Debian python3-doc: {root}"
+        license_ = "PSF License Version 2 (Python documentation)"
+        base = root
+    else:
+        items = source if isinstance(source, (list, tuple)) else [source]
+        paths: list[Path] = []
+        for item in items:
+            item = str(item)
+            matches = sorted(glob.glob(item, recursive=True)) if any(c in item for c in "*?[") else [item]
+            if not matches:
+                raise FileNotFoundError(f"no file matches {item!r}")
+            paths += [Path(m) for m in matches]
+        files = _text_files(paths)
+        name, where, license_, base = "user-text", ", ".join(map(str, items)), "user's own", None
+    if not files:
+        raise ValueError(f"no text files found in {source!r}")
+    docs, names, total = [], [], 0
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{f} is not UTF-8 text ({e}); pass text files only") from None
+        if not text.strip():
+            continue
+        docs.append(text)
+        names.append(str(f.relative_to(base)) if base is not None else str(f))
+        total += len(text.encode("utf-8"))
+        if max_bytes is not None and total >= max_bytes:
+            break
+    if not docs:
+        raise ValueError(f"every file in {source!r} is empty")
+    return TextCorpus(name, tuple(docs), tuple(names), where, license_)
+
+
+class BPETokenizer:
+    """A byte-level BPE tokenizer (the ``tokenizers`` library): every string round-trips.
+    ``encode(text) -> list[int]``, ``decode(ids) -> str``, ``save(path)``, ``load(path)``."""
+
+    def __init__(self, tokenizer):
+        self._tok = tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(texts)]
+
+    def decode(self, ids) -> str:
+        if isinstance(ids, Tensor):
+            ids = ids.tolist()
+        return self._tok.decode(list(ids))
+
+    def save(self, path: str | os.PathLike) -> None:
+        from tenfold.core.io import atomic_write_text
+
+        atomic_write_text(path, self._tok.to_str())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> BPETokenizer:
+        from tokenizers import Tokenizer
+
+        try:
+            return cls(Tokenizer.from_str(Path(path).read_text(encoding="utf-8")))
+        except Exception as e:  # the library raises a bare Exception on malformed JSON
+            raise ValueError(f"{path} is not a tokenizers JSON file: {e}") from None
+
+
+def train_bpe_tokenizer(
+    texts: list[str] | tuple[str, ...], vocab_size: int = 2048, min_frequency: int = 2
+) -> BPETokenizer:
+    """Train a byte-level BPE tokenizer on ``texts`` (deterministic for the same texts)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if not 257 <= vocab_size <= 1 << 16:
+        raise ValueError(f"vocab_size must be in [257, 65536], got {vocab_size}")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    return BPETokenizer(tok)
+
+
+@dataclass(frozen=True)
+class TokenStreams:
+    """Token ids of the training and validation documents, each one flat int64 stream with
+    documents joined in order (validation documents are whole documents held out)."""
+
+    train: Tensor
+    val: Tensor
+    tokenizer: BPETokenizer
+    corpus: str
+    source: str
+    license: str
+    num_bytes: int
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+
+def _is_val(name: str, val_fraction: float) -> bool:
+    return (zlib.crc32(name.encode()) % 10_000) < val_fraction * 10_000
+
+
+def select_documents(
+    corpus: TextCorpus, include: str | None = None, exclude: str | None = None
+) -> TextCorpus:
+    """The documents whose names match the glob ``include`` and not ``exclude``."""
+    import fnmatch
+
+    keep = [
+        i
+        for i, n in enumerate(corpus.names)
+        if (include is None or fnmatch.fnmatch(n, include))
+        and (exclude is None or not fnmatch.fnmatch(n, exclude))
+    ]
+    if not keep:
+        raise ValueError(
+            f"no document of {corpus.name} matches include={include!r} exclude={exclude!r}"
+        )
+    return TextCorpus(
+        corpus.name,
+        tuple(corpus.documents[i] for i in keep),
+        tuple(corpus.names[i] for i in keep),
+        corpus.source,
+        corpus.license,
+    )
+
+
+def token_streams(
+    source: str | os.PathLike | list = "python-docs",
+    vocab_size: int = 2048,
+    val_fraction: float = 0.05,
+    max_bytes: int | None = None,
+    cache: bool = True,
+    include: str | None = None,
+    exclude: str | None = None,
+    tokenizer: BPETokenizer | None = None,
+) -> TokenStreams:
+    """Tokenize a corpus (see :func:`load_text_corpus`) into train/validation streams.
+
+    A document goes to validation by a hash of its name (about ``val_fraction`` of them).
+    ``include``/``exclude`` are globs on document names (e.g. ``"whatsnew/*"``). The
+    tokenizer is trained on the training documents, unless one is passed (to tokenize a
+    second domain with the first one's vocabulary). Tokenizer and streams are cached in
+    :func:`tenfold.core.metrics.cache_dir` under the corpus' content hash.
+    """
+    from tenfold.core.io import CheckpointError, load_tensors, save_tensors
+    from tenfold.core.metrics import cache_dir
+
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    corpus = load_text_corpus(source, max_bytes=max_bytes)
+    if include is not None or exclude is not None:
+        corpus = select_documents(corpus, include, exclude)
+    is_val = [_is_val(n, val_fraction) for n in corpus.names]
+    if all(is_val) or not any(is_val):
+        # too few documents for a split by name: hold out the last one
+        is_val = [False] * (len(corpus.names) - 1) + [True]
+        if len(corpus.names) < 2:
+            raise ValueError("a text corpus needs at least two documents (files) to split")
+    train_docs = [d for d, v in zip(corpus.documents, is_val) if not v]
+    val_docs = [d for d, v in zip(corpus.documents, is_val) if v]
+    key = f"{corpus.fingerprint()}-v{vocab_size}-f{val_fraction}"
+    if tokenizer is not None:
+        tok_hash = hashlib.sha256(tokenizer._tok.to_str().encode()).hexdigest()[:12]
+        key = f"{corpus.fingerprint()}-t{tok_hash}-f{val_fraction}"
+    root = cache_dir() / "text"
+    tok_path, stream_path = root / f"bpe-{key}.json", root / f"tokens-{key}.safetensors"
+    loaded = None
+    if cache and tok_path.exists() and stream_path.exists():
+        try:
+            loaded = BPETokenizer.load(tok_path), load_tensors(stream_path)[0]
+        except (ValueError, CheckpointError):
+            loaded = None  # a corrupted cache entry is rebuilt
+    if loaded is not None:
+        tok, t = loaded
+        train, val = t["train"].long(), t["val"].long()
+    else:
+        tok = tokenizer or train_bpe_tokenizer(train_docs, vocab_size)
+
+        def _flat(docs):
+            ids = [i for seq in tok.encode_batch(docs) for i in seq]
+            return torch.tensor(ids, dtype=torch.int32)
+
+        train, val = _flat(train_docs), _flat(val_docs)
+        if cache:
+            root.mkdir(parents=True, exist_ok=True)
+            tok.save(tok_path)
+            save_tensors(stream_path, {"train": train, "val": val}, {"vocab_size": vocab_size})
+        train, val = train.long(), val.long()
+    return TokenStreams(
+        train, val, tok, corpus.name, corpus.source, corpus.license, corpus.num_bytes
+    )
+
+
+def lm_batch(
+    stream: Tensor, batch_size: int, block_size: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """Random windows of a token stream: inputs (B, T) and next-token targets (B, T)."""
+    if stream.ndim != 1 or stream.numel() <= block_size + 1:
+        raise ValueError(
+            f"token stream of shape {tuple(stream.shape)} is too short for block_size={block_size}"
+        )
+    start = torch.randint(0, stream.numel() - block_size - 1, (batch_size,), generator=generator)
+    idx = start[:, None] + torch.arange(block_size + 1)  # (B, T + 1)
+    window = stream[idx]  # (B, T + 1)
+    return window[:, :-1], window[:, 1:]

@@ -1,0 +1,34 @@
+"""Fallback quantization (arXiv 2503.08040): INT8 training of GLU transformers in which the
+activation and gradient blocks that hold outliers fall back to 16-bit. See ``docs/fallback.md``.
+
+    from tenfold.fallback import FallbackConfig, apply_, fallback_stats
+    apply_(model, FallbackConfig(block=(32, 32), rule="relative", threshold=8.0), skip=("lm_head",))
+"""
+
+from .api import (
+    SCHEMES,
+    FallbackConfig,
+    FallbackLinear,
+    FallbackRule,
+    GemmMode,
+    Granularity,
+    LayerStats,
+    apply_,
+    fallback_linear,
+    fallback_stats,
+    reset_fallback_stats,
+)
+
+__all__ = [
+    "SCHEMES",
+    "FallbackConfig",
+    "FallbackLinear",
+    "FallbackRule",
+    "GemmMode",
+    "Granularity",
+    "LayerStats",
+    "apply_",
+    "fallback_linear",
+    "fallback_stats",
+    "reset_fallback_stats",
+]
