@@ -317,7 +317,9 @@ def _text_files(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(_TEXT_SUFFIXES))
+            files += sorted(
+                f for f in p.rglob("*") if f.is_file() and f.name.endswith(_TEXT_SUFFIXES)
+            )
         elif p.is_file():
             files.append(p)
         else:
@@ -356,7 +358,9 @@ def load_text_corpus(
         paths: list[Path] = []
         for item in items:
             item = str(item)
-            matches = sorted(glob.glob(item, recursive=True)) if any(c in item for c in "*?[") else [item]
+            matches = (
+                sorted(glob.glob(item, recursive=True)) if any(c in item for c in "*?[") else [item]
+            )
             if not matches:
                 raise FileNotFoundError(f"no file matches {item!r}")
             paths += [Path(m) for m in matches]

@@ -366,9 +366,7 @@ class FallbackLinear(nn.Linear):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, config: FallbackConfig) -> FallbackLinear:
-        new = cls(
-            linear.in_features, linear.out_features, linear.bias is not None, config, "meta"
-        )
+        new = cls(linear.in_features, linear.out_features, linear.bias is not None, config, "meta")
         new.weight = linear.weight  # the same Parameter objects: optimizers and ties hold
         new.bias = linear.bias
         new.train(linear.training)

@@ -200,7 +200,11 @@ def train_run(point: dict) -> dict:
             last_window.update(snap)
             rates = [s["rate"] for s in snap.values()]
             over_time.append(
-                {"step": step, "rate": float(np.mean(rates)), **{k: s["rate"] for k, s in snap.items()}}
+                {
+                    "step": step,
+                    "rate": float(np.mean(rates)),
+                    **{k: s["rate"] for k, s in snap.items()},
+                }
             )
             reset_fallback_stats(m)
         return {"val_loss": _val_loss(m, val)}
@@ -326,8 +330,7 @@ def _points(cfg, ctx: RunContext, extra: dict) -> list[dict]:
     ]
     if getattr(cfg, "control", False):
         pts += [
-            dict(common, scheme=s, mlp="gelu", outliers=s == "full")
-            for s in ("full", "int8_block")
+            dict(common, scheme=s, mlp="gelu", outliers=s == "full") for s in ("full", "int8_block")
         ]
     return pts
 
@@ -494,7 +497,9 @@ def _scheme_table(recs, base_key) -> list[dict]:
                 "scheme": _label(s),
                 "final val loss": _fmt(res["final_val"]),
                 "vs full": "-" if rel is None else f"{100 * rel:+.2f}%",
-                "fallback rate (mean)": "-" if _mean_rate(rec) is None else f"{100 * _mean_rate(rec):.2f}%",
+                "fallback rate (mean)": "-"
+                if _mean_rate(rec) is None
+                else f"{100 * _mean_rate(rec):.2f}%",
                 "saved X (INT8 / BF16)": "-" if not saved else f"{saved / bf16:.3f}",
                 "train s": round(res["train_seconds"], 1),
             }

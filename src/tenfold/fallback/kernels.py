@@ -1,0 +1,304 @@
+"""Triton kernels of fallback quantization: fused block quantization (absmax, scale, INT8
+values and the statistics of the fallback rule in one pass) and the mixed INT8/16-bit GEMM.
+
+They compute exactly what :mod:`tenfold.fallback._ref` specifies and are registered as
+``torch.library`` ops (``tenfold::fallback_quantize``, ``tenfold::fallback_mixed_gemm``) with
+fake implementations, so ``torch.compile`` traces through them. Loaded lazily: importing
+:mod:`tenfold.fallback` never imports Triton. On the CPU they run under the Triton
+interpreter (``TRITON_INTERPRET=1``), which is how the tests check them without a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+from torch import Tensor
+
+from . import _ref
+from ._ref import QTensor
+
+__all__ = ["available", "quantize", "mixed_gemm"]
+
+
+@functools.lru_cache(maxsize=None)
+def _triton():
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:
+        return None
+    return triton, tl
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def available() -> bool:
+    """True when the kernels can run: Triton imports and a GPU (or the interpreter) is there."""
+    return _triton() is not None and (torch.cuda.is_available() or _interpret())
+
+
+def _require(x: Tensor) -> None:
+    if _triton() is None:
+        raise RuntimeError(
+            "tenfold.fallback kernels need Triton (pip install triton); use "
+            "FallbackConfig(backend='reference') to run the PyTorch reference instead"
+        )
+    if not x.is_cuda and not _interpret():
+        raise RuntimeError(
+            f"tenfold.fallback kernels run on CUDA tensors (got {x.device}); set "
+            "TRITON_INTERPRET=1 to run them on the CPU, or use backend='reference'"
+        )
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels():
+    triton, tl = _triton()
+
+    @triton.jit
+    def quant_kernel(
+        x_ptr, q_ptr, scale_ptr, absmax_ptr, meansq_ptr,
+        R, C, sxr, sxc, sqr, sqc, Cb,
+        BR: tl.constexpr, BC: tl.constexpr,
+    ):  # fmt: skip
+        # one program per (BR, BC) block: absmax, mean square, scale and INT8 values
+        rb = tl.program_id(0)
+        cb = tl.program_id(1)
+        rows = rb * BR + tl.arange(0, BR)
+        cols = cb * BC + tl.arange(0, BC)
+        inside = (rows[:, None] < R) & (cols[None, :] < C)
+        x = tl.load(x_ptr + rows[:, None] * sxr + cols[None, :] * sxc, mask=inside, other=0.0)
+        x = x.to(tl.float32)
+        amax = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
+        n_r = tl.minimum(R - rb * BR, BR)
+        n_c = tl.minimum(C - cb * BC, BC)
+        msq = tl.sum(tl.sum(x * x, axis=1), axis=0) / (n_r * n_c).to(tl.float32)
+        safe = tl.where(amax > 0, amax, 1.0)
+        inv = 127.0 / safe
+        v = x * inv
+        q = tl.where(v >= 0, tl.floor(v + 0.5), tl.ceil(v - 0.5))
+        q = tl.minimum(tl.maximum(q, -127.0), 127.0)
+        tl.store(q_ptr + rows[:, None] * sqr + cols[None, :] * sqc, q.to(tl.int8))
+        tl.store(scale_ptr + rb * Cb + cb, safe / 127.0)
+        tl.store(absmax_ptr + rb * Cb + cb, amax)
+        tl.store(meansq_ptr + rb * Cb + cb, msq)
+
+    @triton.jit
+    def gemm_kernel(
+        aq, a_s, am, ah, bq, b_s, bm, bh, c,
+        M, N, Mp, Np, K,
+        saq0, saq1, sas0, sas1, sam0, sam1, sah0, sah1,
+        sbq0, sbq1, sbs0, sbs1, sbm0, sbm1, sbh0, sbh1,
+        sc0, sc1,
+        S: tl.constexpr, BK: tl.constexpr, BA_R: tl.constexpr, BB_C: tl.constexpr,
+        BM: tl.constexpr, BN: tl.constexpr,
+        A_MASK: tl.constexpr, B_MASK: tl.constexpr, HI_FP32: tl.constexpr,
+    ):  # fmt: skip
+        pid_m = tl.program_id(0)
+        pid_n = tl.program_id(1)
+        offs_m = pid_m * BM + tl.arange(0, BM)
+        offs_n = pid_n * BN + tl.arange(0, BN)
+        offs_k = tl.arange(0, BK)
+        in_m = offs_m < Mp
+        in_n = offs_n < Np
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+        for k in range(0, K // S):
+            sa = tl.load(a_s + (offs_m // BA_R) * sas0 + k * sas1, mask=in_m, other=0.0)
+            sb = tl.load(b_s + k * sbs0 + (offs_n // BB_C) * sbs1, mask=in_n, other=0.0)
+            acc_i = tl.zeros((BM, BN), dtype=tl.int32)
+            for kk in range(0, S, BK):
+                ks = k * S + kk + offs_k
+                in_k = (kk + offs_k) < S
+                a = tl.load(
+                    aq + offs_m[:, None] * saq0 + ks[None, :] * saq1,
+                    mask=in_m[:, None] & in_k[None, :],
+                    other=0,
+                )
+                b = tl.load(
+                    bq + ks[:, None] * sbq0 + offs_n[None, :] * sbq1,
+                    mask=in_k[:, None] & in_n[None, :],
+                    other=0,
+                )
+                acc_i += tl.dot(a, b, out_dtype=tl.int32)
+            contrib = acc_i.to(tl.float32) * (sa[:, None] * sb[None, :])
+            if A_MASK or B_MASK:
+                fb = tl.zeros((BM, BN), dtype=tl.int32)
+                if A_MASK:
+                    ma = tl.load(am + (offs_m // BA_R) * sam0 + k * sam1, mask=in_m, other=0)
+                    fb = fb | ma.to(tl.int32)[:, None]
+                if B_MASK:
+                    mb = tl.load(bm + k * sbm0 + (offs_n // BB_C) * sbm1, mask=in_n, other=0)
+                    fb = fb | mb.to(tl.int32)[None, :]
+                if tl.max(tl.max(fb, axis=1), axis=0) > 0:
+                    hi = tl.zeros((BM, BN), dtype=tl.float32)
+                    for kk in range(0, S, BK):
+                        ks = k * S + kk + offs_k
+                        in_k = (kk + offs_k) < S
+                        a16 = tl.load(
+                            ah + offs_m[:, None] * sah0 + ks[None, :] * sah1,
+                            mask=in_m[:, None] & in_k[None, :],
+                            other=0.0,
+                        )
+                        b16 = tl.load(
+                            bh + ks[:, None] * sbh0 + offs_n[None, :] * sbh1,
+                            mask=in_k[:, None] & in_n[None, :],
+                            other=0.0,
+                        )
+                        if HI_FP32:
+                            # the interpreter mis-computes 16-bit dots; products of 16-bit
+                            # values are exact in fp32, so this is the same arithmetic
+                            hi += tl.dot(
+                                a16.to(tl.float32), b16.to(tl.float32), input_precision="ieee"
+                            )
+                        else:
+                            hi += tl.dot(a16, b16)
+                    contrib = tl.where(fb != 0, hi, contrib)
+            acc += contrib
+        out = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+        tl.store(c + offs_m[:, None] * sc0 + offs_n[None, :] * sc1, acc, mask=out)
+
+    return quant_kernel, gemm_kernel
+
+
+# --------------------------------------------------------------------------------------
+# torch.library ops
+# --------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("tenfold::fallback_quantize", mutates_args=())
+def _quantize_op(x: Tensor, br: int, bc: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    quant_kernel, _ = _kernels()
+    R, C = x.shape
+    Rp, Cp = _ref._ceil_to(R, br), _ref._ceil_to(C, bc)
+    Rb, Cb = Rp // br, Cp // bc
+    q = torch.empty(Rp, Cp, dtype=torch.int8, device=x.device)
+    scale = torch.empty(Rb, Cb, dtype=torch.float32, device=x.device)
+    absmax = torch.empty_like(scale)
+    meansq = torch.empty_like(scale)
+    quant_kernel[(Rb, Cb)](
+        x, q, scale, absmax, meansq, R, C, x.stride(0), x.stride(1), q.stride(0), q.stride(1),
+        Cb, BR=br, BC=bc,
+    )  # fmt: skip
+    return q, scale, absmax, meansq
+
+
+@_quantize_op.register_fake
+def _(x, br, bc):
+    R, C = x.shape
+    Rp, Cp = _ref._ceil_to(R, br), _ref._ceil_to(C, bc)
+    s = x.new_empty(Rp // br, Cp // bc, dtype=torch.float32)
+    return x.new_empty(Rp, Cp, dtype=torch.int8), s, torch.empty_like(s), torch.empty_like(s)
+
+
+@torch.library.custom_op("tenfold::fallback_mixed_gemm", mutates_args=())
+def _gemm_op(
+    aq: Tensor,
+    a_s: Tensor,
+    am: Tensor | None,
+    ah: Tensor | None,
+    bq: Tensor,
+    b_s: Tensor,
+    bm: Tensor | None,
+    bh: Tensor | None,
+    M: int,
+    N: int,
+    step: int,
+    a_rows: int,
+    b_cols: int,
+) -> Tensor:
+    _, gemm_kernel = _kernels()
+    triton, _tl = _triton()
+    Mp, K = aq.shape
+    Np = bq.shape[1]
+    c = torch.empty(M, N, dtype=torch.float32, device=aq.device)
+    BK = min(triton.next_power_of_2(step), 128)
+    BM = BN = 32 if _interpret() else 128
+    dummy = a_s  # never read when the matching MASK flag is off
+
+    def st(t):
+        return (t.stride(0), t.stride(1)) if t is not None else (0, 0)
+
+    grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
+    gemm_kernel[grid](
+        aq, a_s, am if am is not None else dummy, ah if ah is not None else dummy,
+        bq, b_s, bm if bm is not None else dummy, bh if bh is not None else dummy, c,
+        M, N, Mp, Np, K,
+        *st(aq), *st(a_s), *st(am), *st(ah), *st(bq), *st(b_s), *st(bm), *st(bh), *st(c),
+        S=step, BK=BK, BA_R=a_rows, BB_C=b_cols, BM=BM, BN=BN,
+        A_MASK=am is not None, B_MASK=bm is not None, HI_FP32=_interpret(),
+        **({} if _interpret() else {"num_warps": 8, "num_stages": 3}),
+    )  # fmt: skip
+    return c
+
+
+@_gemm_op.register_fake
+def _(aq, a_s, am, ah, bq, b_s, bm, bh, M, N, step, a_rows, b_cols):
+    return aq.new_empty(M, N, dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------------------
+# Wrappers: checks, then the ops
+# --------------------------------------------------------------------------------------
+
+
+def quantize(
+    x: Tensor,
+    block: tuple[int, int] | None,
+    rule: str | None = None,
+    threshold: float = 0.0,
+    hi_dtype: torch.dtype = torch.bfloat16,
+) -> QTensor:
+    """Kernel of :func:`tenfold.fallback._ref._quantize_ref` (same arguments, same result)."""
+    _require(x)
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D matrix, got shape {tuple(x.shape)}")
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"quantize takes fp32/fp16/bf16, got {x.dtype}")
+    R, C = x.shape
+    if block is None:
+        # one block for the whole tensor: the kernel's tile would be the whole matrix,
+        # so the per-tensor absmax is taken by torch and the rest follows the reference
+        return _ref._quantize_ref(x, None, rule, threshold, hi_dtype)
+    if any(b & (b - 1) for b in block):
+        raise ValueError(f"the kernel needs power-of-two block sides, got {block}")
+    q, scale, absmax, meansq = _quantize_op(x, block[0], block[1])
+    mask = hi = None
+    if rule is not None:
+        mask = _ref.fallback_mask(absmax, meansq, rule, threshold)
+        if bool(mask.any()):
+            hi = _ref._pad2d(x, block).to(hi_dtype)
+    return QTensor(q, scale, tuple(block), (R, C), mask, hi)
+
+
+def mixed_gemm(a: QTensor, b: QTensor) -> Tensor:
+    """Kernel of :func:`tenfold.fallback._ref._mixed_gemm` -> fp32 (M, N)."""
+    _require(a.q)
+    _ref._check_pair(a, b)
+    if a.q.dtype != torch.int8 or b.q.dtype != torch.int8:
+        raise TypeError("mixed_gemm needs int8 values in both operands")
+    if a.q.device != b.q.device:
+        raise ValueError(f"operands on different devices: {a.q.device} and {b.q.device}")
+    step = a.block[1]
+    fb = _ref._any_mask(a, b)
+    if fb and (a.hi is None or b.hi is None):
+        raise ValueError("fallback blocks need the 16-bit copies of both operands")
+    am = a.mask.to(torch.uint8) if fb and a.mask is not None else None
+    bm = b.mask.to(torch.uint8) if fb and b.mask is not None else None
+    return _gemm_op(
+        a.q,
+        a.scale,
+        am,
+        a.hi if fb else None,
+        b.q,
+        b.scale,
+        bm,
+        b.hi if fb else None,
+        a.shape[0],
+        b.shape[1],
+        step,
+        a.block[0],
+        b.block[1],
+    )
