@@ -13,7 +13,22 @@ from tenfold.core.data import (
     train_bpe_tokenizer,
 )
 
-WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "wizards",
+    "quietly",
+    "hex",
+]
 
 
 def _write_corpus(root, n_docs=12, words=400):

@@ -14,12 +14,12 @@ from tenfold.fallback import (
     FallbackConfig,
     FallbackLinear,
     LayerStats,
+    _ref,
     apply_,
     fallback_linear,
     fallback_stats,
     reset_fallback_stats,
 )
-from tenfold.fallback import _ref
 
 
 def _data(M=96, K=64, N=48, seed=0):

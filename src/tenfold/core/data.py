@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import math
 import os
 import zlib

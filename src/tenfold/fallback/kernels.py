@@ -22,7 +22,7 @@ from ._ref import QTensor
 __all__ = ["available", "quantize", "mixed_gemm"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _triton():
     try:
         import triton
@@ -54,7 +54,7 @@ def _require(x: Tensor) -> None:
         )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernels():
     triton, tl = _triton()
 

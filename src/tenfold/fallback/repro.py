@@ -29,7 +29,7 @@ from ..core.data import lm_batch, token_streams
 from ..core.experiment import Claim, Result, RunContext, experiment
 from ..core.repro import _plt
 from ..core.sweep import run_sweep
-from ..core.train import Trainer, TrainConfig
+from ..core.train import TrainConfig, Trainer
 from ..core.transformer import LM, LMConfig
 from .api import SCHEMES, FallbackConfig, apply_, fallback_stats, reset_fallback_stats
 
