@@ -25,3 +25,4 @@ def test_every_benchmark_runs_at_toy_size():
     for m in mods:
         assert f"== {m}" in p.stdout
     assert "attention sdpa causal" in p.stdout
+    assert "linear fwd+bwd int8+fallback" in p.stdout

@@ -63,8 +63,17 @@ def _expand(s: Tensor, block: tuple[int, int]) -> Tensor:
     return s.repeat_interleave(block[0], 0).repeat_interleave(block[1], 1)
 
 
+def _bcast(x: Tensor, s: Tensor, block: tuple[int, int], op=torch.mul) -> Tensor:
+    """``op(x, per-block s)`` for a padded (Rb*br, Cb*bc) x and (Rb, Cb) s, by broadcasting."""
+    R, C = x.shape
+    br, bc = block
+    out = op(x.reshape(R // br, br, C // bc, bc), s[:, None, :, None])
+    return out.reshape(R, C)
+
+
 def round_half_away(v: Tensor) -> Tensor:
-    return torch.where(v >= 0, torch.floor(v + 0.5), torch.ceil(v - 0.5))
+    """Round to nearest, ties away from zero: sign(v) * floor(|v| + 0.5)."""
+    return torch.floor(v.abs() + 0.5).copysign_(v)
 
 
 @dataclass
@@ -93,12 +102,11 @@ class QTensor:
 
     def dequantize(self) -> Tensor:
         """fp32 (R, C): the INT8 values times their scales (fallback blocks included)."""
-        x = self.q.float() * _expand(self.scale, self.block)
-        return x[: self.shape[0], : self.shape[1]]
+        return self.padded_dequantize()[: self.shape[0], : self.shape[1]]
 
     def value(self) -> Tensor:
         """fp32 (R, C): what the GEMM sees -- 16-bit values in fallback blocks, INT8 elsewhere."""
-        x = self.q.float() * _expand(self.scale, self.block)
+        x = self.padded_dequantize()
         if self.mask is not None and self.hi is not None:
             m = _expand(self.mask, self.block)
             x = torch.where(m, self.hi.float(), x)
@@ -135,25 +143,32 @@ class QTensor:
         return replace(self, hi=full)
 
     def padded_dequantize(self) -> Tensor:
-        return self.q.float() * _expand(self.scale, self.block)
+        return _bcast(self.q.float(), self.scale, self.block)
+
+
+def _block_absmax(xp: Tensor, block: tuple[int, int]) -> Tensor:
+    R, C = xp.shape
+    b = xp.reshape(R // block[0], block[0], C // block[1], block[1])
+    return b.abs().amax(dim=(1, 3))
 
 
 def _block_stats(xp: Tensor, block: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """absmax and mean square of each block of the padded fp32 matrix."""
-    b = _blocks(xp, block)
-    return b.abs().amax(dim=(2, 3)), b.square().mean(dim=(2, 3))
+    R, C = xp.shape
+    b = xp.reshape(R // block[0], block[0], C // block[1], block[1])
+    return b.abs().amax(dim=(1, 3)), b.square().mean(dim=(1, 3))
 
 
 def _quantize(xp: Tensor, absmax: Tensor, block: tuple[int, int]) -> tuple[Tensor, Tensor]:
     safe = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
     scale = safe / QMAX
-    inv = _expand(QMAX / safe, block)
-    q = round_half_away(xp * inv).clamp_(-QMAX, QMAX).to(torch.int8)
+    v = _bcast(xp, QMAX / safe, block)
+    q = round_half_away(v).clamp_(-QMAX, QMAX).to(torch.int8)
     return q, scale
 
 
 def fallback_mask(
-    absmax: Tensor, meansq: Tensor, rule: str, threshold: float, valid: Tensor | None = None
+    absmax: Tensor, meansq: Tensor | None, rule: str, threshold: float, valid: Tensor | None = None
 ) -> Tensor:
     """The rule of the module docstring on per-block statistics (Rb, Cb) -> bool (Rb, Cb)."""
     if rule == "relative":
@@ -188,10 +203,13 @@ def _quantize_ref(
     if block is None:
         block = (max(R, 1), max(C, 1))
     xp = _pad2d(x.float(), block)
-    absmax, meansq = _block_stats(xp, block)
+    if rule == "crest":
+        absmax, meansq = _block_stats(xp, block)
+    else:
+        absmax, meansq = _block_absmax(xp, block), None
     q, scale = _quantize(xp, absmax, block)
     mask = hi = None
-    if rule is not None:
+    if rule is not None and meansq is not None:
         # statistics over real elements: padded zeros would lower a tail block's RMS
         Rb, Cb = absmax.shape
         rows = torch.full((Rb,), block[0], device=x.device)
@@ -200,6 +218,7 @@ def _quantize_ref(
         cols[-1] = C - (Cb - 1) * block[1]
         count = rows[:, None] * cols[None, :]
         meansq = meansq * (block[0] * block[1]) / count
+    if rule is not None:
         mask = fallback_mask(absmax, meansq, rule, threshold)
         if bool(mask.any()):
             hi = xp.to(hi_dtype)
@@ -266,19 +285,26 @@ def _mixed_gemm_fast(a: QTensor, b: QTensor) -> Tensor:
     :func:`_mixed_gemm` in exact arithmetic; differs only by fp32 rounding."""
     _check_pair(a, b)
     M, N = a.shape[0], b.shape[1]
-    K = a.shape[1]
-    ad, bd = a.dequantize(), b.dequantize()
-    if not _any_mask(a, b):
-        return ad @ bd
-    ma = None if a.mask is None else _expand(a.mask, a.block)[:M, :K]
-    mb = None if b.mask is None else _expand(b.mask, b.block)[:K, :N]
-    ah, bh = a.hi[:M, :K].float(), b.hi[:K, :N].float()
-    if mb is None or not bool(mb.any()):
-        return ad.masked_fill(ma, 0) @ bd + ah.masked_fill(~ma, 0) @ bh
-    if ma is None or not bool(ma.any()):
-        return ad @ bd.masked_fill(mb, 0) + ah @ bh.masked_fill(~mb, 0)
-    # a step is 16-bit where either side is marked: int part over the unmarked pairs, and
-    # 16-bit everywhere minus 16-bit over the unmarked pairs
-    int_part = ad.masked_fill(ma, 0) @ bd.masked_fill(mb, 0)
+    ad, bd = a.padded_dequantize(), b.padded_dequantize()  # (Mp, Kp), (Kp, Np)
+    s = a.block[1]
+    has_a = a.mask is not None and bool(a.mask.any())
+    has_b = b.mask is not None and bool(b.mask.any())
+    if not (has_a or has_b):
+        return (ad @ bd)[:M, :N]
+    ah, bh = a.hi.float(), b.hi.float()
+    if has_a and not has_b:
+        ma = _expand(a.mask, a.block)  # (Mp, Kp)
+        # only the reduction blocks that hold a marked block take part in the 16-bit GEMM
+        ks = torch.nonzero(a.mask.any(0)).flatten()
+        cols = (ks[:, None] * s + torch.arange(s, device=ks.device)).flatten()
+        hi = ah[:, cols].masked_fill_(~ma[:, cols], 0) @ bh[cols]
+        return (ad.masked_fill_(ma, 0) @ bd + hi)[:M, :N]
+    if has_b and not has_a:
+        mb = _expand(b.mask, b.block)  # (Kp, Np)
+        return (ad @ bd.masked_fill_(mb, 0) + ah @ bh.masked_fill_(~mb, 0))[:M, :N]
+    # a step is 16-bit where either side is marked: the INT8 part over the unmarked pairs,
+    # plus 16-bit everywhere minus 16-bit over the unmarked pairs
+    ma, mb = _expand(a.mask, a.block), _expand(b.mask, b.block)
+    int_part = ad.masked_fill_(ma, 0) @ bd.masked_fill_(mb, 0)
     hi_part = ah @ bh - ah.masked_fill(ma, 0) @ bh.masked_fill(mb, 0)
-    return int_part + hi_part
+    return (int_part + hi_part)[:M, :N]

@@ -138,7 +138,7 @@ def _channel_absmax(model, batches) -> dict[str, list[float]]:
     return {k: v.tolist() for k, v in amax.items()}
 
 
-def _pretrained(point: dict, base) -> dict:
+def _pretrained(point: dict, base, progress: bool = False) -> dict:
     """State dict of the full-precision base model of ``fallback/finetune`` (cached)."""
     from ..core.io import load_tensors, save_tensors
     from ..core.metrics import cache_dir
@@ -163,7 +163,8 @@ def _pretrained(point: dict, base) -> dict:
         schedule="cosine",
         ema_decay=None,
         seed=point["seed"],
-        progress=False,
+        progress=progress,
+        desc="pretrain (fp32)",
     )
 
     def data(ctx):
@@ -349,7 +350,10 @@ def _run(cfg, ctx: RunContext, extra: dict, desc: str):
             f.unlink()
     points = _points(cfg, ctx, extra)
     ctx.log(f"tokenizing {cfg.corpus} (cached after the first run)")
-    _streams(points[0])  # tokenizer and streams built once, before the workers start
+    base, dom = _streams(points[0])  # tokenizer and streams built once, before the workers
+    if dom is not None:
+        ctx.log(f"pretraining the full-precision base model ({cfg.pretrain_steps} steps, cached)")
+        _pretrained(points[0], base, ctx.progress)
     recs = run_sweep(train_run, points, cache, cfg.workers or None, ctx.progress, desc)
     return {(r["point"]["mlp"], r["point"]["scheme"]): r for r in recs}
 
@@ -575,12 +579,13 @@ def _summarize(cfg, ctx: RunContext, recs: dict, what: str, finetune: bool) -> R
         figures.append(_outlier_figure(ctx, recs, f"{what}_outliers"))
     for key, rec in recs.items():
         metrics[f"{key[0]}_{key[1]}_val_loss"] = rec["result"]["final_val"] or float("nan")
-    if blk is not None and not finetune:
+    if blk is not None:
         b = blk["result"]["final_val"]
         rel = _rel(b, full)
         claims.append(
             Claim.check(
-                "Block-wise INT8 training (no fallback) degrades or diverges on a GLU model",
+                f"Block-wise INT8 {'fine-tuning' if finetune else 'training'} (no fallback) "
+                "degrades or diverges on a GLU model",
                 "diverged"
                 if b is None
                 else f"SwiGLU: block INT8 val loss {b:.4f} vs full {full:.4f} ({100 * rel:+.2f}%)",
