@@ -156,3 +156,16 @@ def test_importing_the_method_does_not_import_triton():
         [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}
     )
     assert out.stdout.strip() == "False", out.stderr
+
+
+@needs_triton
+def test_ops_pass_torch_library_opcheck(interpret):
+    """Schema, fake (meta) implementations and dispatch of the registered ops are consistent,
+    so torch.compile can trace them."""
+    x = torch.randn(40, 64)
+    torch.library.opcheck(torch.ops.tenfold.fallback_quantize.default, (x, 32, 32))
+    _, _, qx, qwt = _operands(M=40, K=64, N=32)
+    args = (qx.q, qx.scale, qx.mask.to(torch.uint8), qx.hi, qwt.q, qwt.scale, None, qwt.hi)
+    torch.library.opcheck(
+        torch.ops.tenfold.fallback_mixed_gemm.default, (*args, 40, 32, 32, 32, 32)
+    )

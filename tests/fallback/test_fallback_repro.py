@@ -34,11 +34,27 @@ def test_pretrain_quick_and_resume(tmp_path):
     )
     assert 0 < res.metrics["fallback_rate"] < 0.10
     assert res.metrics["swiglu_full_val_loss"] < 7.0  # learned something: ln(2048) = 7.6
+    sq = next(v for k, v in res.tables.items() if k.startswith("GEMM SQNR"))
+    assert len(sq) == 2 * 6 + 2 * 5  # 2 layers of SwiGLU (6 linears) and of GELU (5)
+    assert res.metrics["swiglu_int8_block_min_sqnr_db"] > 15
     layers = res.tables["fallback by layer (last eval window)"]
     assert len(layers) == 2 * 6
-    # rerun: every run is reused, same numbers
+    assert res.metrics["runs"] == 6 and res.metrics["runs_reused"] == 0
+    # rerun: every run is reused from the experiment's runs/ folder, same numbers
     res2, _ = run_experiment("fallback/pretrain", "quick", out=tmp_path, progress=False)
-    assert res2.metrics == res.metrics
+    assert res2.metrics["runs_reused"] == 6
+    assert {k: v for k, v in res2.metrics.items() if k != "runs_reused"} == {
+        k: v for k, v in res.metrics.items() if k != "runs_reused"
+    }
+    # a changed setting reruns only what it changes: one more scheme, one more run
+    res3, _ = run_experiment(
+        "fallback/pretrain",
+        "quick",
+        out=tmp_path,
+        progress=False,
+        overrides={"alternatives": ("fallback:topk:0.05",)},
+    )
+    assert res3.metrics["runs"] == 7 and res3.metrics["runs_reused"] == 6
 
 
 @pytest.mark.slow

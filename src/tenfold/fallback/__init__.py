@@ -14,8 +14,10 @@ from .api import (
     Granularity,
     LayerStats,
     apply_,
+    capture_linear_io,
     fallback_linear,
     fallback_stats,
+    gemm_sqnr,
     reset_fallback_stats,
 )
 
@@ -28,7 +30,9 @@ __all__ = [
     "Granularity",
     "LayerStats",
     "apply_",
+    "capture_linear_io",
     "fallback_linear",
     "fallback_stats",
+    "gemm_sqnr",
     "reset_fallback_stats",
 ]

@@ -39,6 +39,8 @@ __all__ = [
     "fallback_linear",
     "fallback_stats",
     "reset_fallback_stats",
+    "gemm_sqnr",
+    "capture_linear_io",
     "SCHEMES",
 ]
 
@@ -433,3 +435,55 @@ def reset_fallback_stats(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, FallbackLinear):
             m.stats = LayerStats()
+
+
+def gemm_sqnr(x: Tensor, weight: Tensor, dy: Tensor, config: FallbackConfig) -> dict[str, float]:
+    """SQNR (dB) of the three GEMMs of one linear layer under ``config`` against float64:
+    ``{"Y": ..., "dX": ..., "dW": ..., "rate": fallback rate of X and dY blocks}``.
+    x: (M, in), weight: (out, in), dy: (M, out) -- e.g. from :func:`capture_linear_io`."""
+    from tenfold.core.metrics import sqnr
+
+    x64, w64, dy64 = x.double(), weight.double(), dy.double()
+    ref = {"Y": x64 @ w64.t(), "dX": dy64 @ w64, "dW": dy64.t() @ x64}
+    xx = x.detach().float().clone().requires_grad_()
+    ww = weight.detach().float().clone().requires_grad_()
+    st = LayerStats()
+    prev = torch.is_grad_enabled()
+    with torch.enable_grad():
+        y = _FallbackLinearFn.apply(xx, ww, None, config, st)
+        y.backward(dy.float())
+    torch.set_grad_enabled(prev)
+    got = {"Y": y.detach(), "dX": xx.grad, "dW": ww.grad}
+    out = {k: sqnr(ref[k], got[k].double()) for k in ref}
+    out["rate"] = st.rate
+    return out
+
+
+def capture_linear_io(
+    model: nn.Module, loss_fn: Callable[[nn.Module], Tensor], skip: tuple[str, ...] = ()
+) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    """Run ``loss_fn(model).backward()`` once and return, for every ``nn.Linear`` (not matching
+    ``skip``), its input X (M, in), weight (out, in) and output gradient dY (M, out): the real
+    tensors its three GEMMs see. Gradients left in the model are cleared."""
+    xs: dict[str, Tensor] = {}
+    dys: dict[str, Tensor] = {}
+    hooks = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, nn.Linear) or any(fnmatch.fnmatch(name, p) for p in skip):
+            continue
+
+        def fwd(m, inp, out, name=name):
+            xs[name] = inp[0].detach().reshape(-1, inp[0].shape[-1])
+
+        def bwd(m, gin, gout, name=name):
+            dys[name] = gout[0].detach().reshape(-1, gout[0].shape[-1])
+
+        hooks += [mod.register_forward_hook(fwd), mod.register_full_backward_hook(bwd)]
+    try:
+        loss_fn(model).backward()
+    finally:
+        for h in hooks:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+    mods = dict(model.named_modules())
+    return {n: (xs[n], mods[n].weight.detach(), dys[n]) for n in xs if n in dys}

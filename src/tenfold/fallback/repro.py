@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +28,18 @@ from .. import __version__
 from ..core.data import lm_batch, token_streams
 from ..core.experiment import Claim, Result, RunContext, experiment
 from ..core.repro import _plt
-from ..core.sweep import run_sweep
+from ..core.sweep import point_key, run_sweep
 from ..core.train import TrainConfig, Trainer
 from ..core.transformer import LM, LMConfig
-from .api import SCHEMES, FallbackConfig, apply_, fallback_stats, reset_fallback_stats
+from .api import (
+    SCHEMES,
+    FallbackConfig,
+    apply_,
+    capture_linear_io,
+    fallback_stats,
+    gemm_sqnr,
+    reset_fallback_stats,
+)
 
 SCHEME_NAMES = {
     "full": "full precision (fp32)",
@@ -251,6 +259,26 @@ def train_run(point: dict) -> dict:
     }
     if point.get("outliers") and not diverged:
         out["channel_absmax"] = _channel_absmax(model, val[:2])
+    if point.get("analysis") and not diverged:
+        out["gemm_sqnr"] = _gemm_analysis(model, val[0], point)
+    return out
+
+
+ANALYSIS_SCHEMES = ("int8_tensor", "int8_block", "int8_fallback")
+
+
+def _gemm_analysis(model, batch, point: dict) -> dict[str, dict[str, dict[str, float]]]:
+    """SQNR of every linear layer's three GEMMs on the trained model's real X and dY."""
+    model.train()
+    io = capture_linear_io(model, lambda m: m(*batch)[1], skip=SKIP)
+    out = {}
+    for name, (x, w, dy) in io.items():
+        out[name] = {
+            s: gemm_sqnr(
+                x, w, dy, scheme_config(s, point["block"], point["rule"], point["threshold"])
+            )
+            for s in ANALYSIS_SCHEMES
+        }
     return out
 
 
@@ -323,39 +351,46 @@ def _points(cfg, ctx: RunContext, extra: dict) -> list[dict]:
         threshold=cfg.threshold,
         seed=ctx.seed,
         v=POINT_VERSION,
+        tenfold=__version__,
         **extra,
     )
-    pts = [
-        dict(common, scheme=s, mlp="swiglu", outliers=s in ("full", "int8_fallback"))
-        for s in (*cfg.schemes, *cfg.alternatives)
-    ]
+
+    def one(s, mlp):
+        p = dict(common, scheme=s, mlp=mlp, outliers=s in ("full", "int8_fallback"))
+        if s == "full":
+            p["analysis"] = 1  # GEMM SQNR of each scheme on the trained model's real tensors
+        return p
+
+    pts = [one(s, "swiglu") for s in (*cfg.schemes, *cfg.alternatives)]
     if getattr(cfg, "control", False):
-        pts += [
-            dict(common, scheme=s, mlp="gelu", outliers=s == "full") for s in ("full", "int8_block")
-        ]
+        pts += [one(s, "gelu") for s in ("full", "int8_block")]
     return pts
 
 
-def _cache(ctx: RunContext, name: str, cfg) -> Path:
-    h = hashlib.sha256(
-        json.dumps([asdict(cfg), ctx.seed, __version__], sort_keys=True, default=str).encode()
-    ).hexdigest()[:10]
-    return ctx.out_dir / f"runs-{h}"
+def _cache(ctx: RunContext) -> Path:
+    """One folder of finished runs per experiment, beside its timestamped run folders. A run
+    file holds its full point (every setting, the seed, the point version) and is reused only
+    for the identical point, so a changed config reruns exactly the runs it changes."""
+    return ctx.out_dir.parent / "runs"
 
 
 def _run(cfg, ctx: RunContext, extra: dict, desc: str):
-    cache = _cache(ctx, desc, cfg)
-    if not cfg.resume and cache.exists():
-        for f in cache.glob("*.json"):
-            f.unlink()
+    cache = _cache(ctx)
     points = _points(cfg, ctx, extra)
+    if not cfg.resume:
+        for p in points:
+            (cache / f"{point_key(p)}.json").unlink(missing_ok=True)
     ctx.log(f"tokenizing {cfg.corpus} (cached after the first run)")
     base, dom = _streams(points[0])  # tokenizer and streams built once, before the workers
     if dom is not None:
         ctx.log(f"pretraining the full-precision base model ({cfg.pretrain_steps} steps, cached)")
         _pretrained(points[0], base, ctx.progress)
     recs = run_sweep(train_run, points, cache, cfg.workers or None, ctx.progress, desc)
-    return {(r["point"]["mlp"], r["point"]["scheme"]): r for r in recs}
+    reused = sum(r["reused"] for r in recs)
+    ctx.log(f"{len(recs)} runs ({reused} reused from {cache})")
+    out = {(r["point"]["mlp"], r["point"]["scheme"]): r for r in recs}
+    out["_reused"] = reused
+    return out
 
 
 def _label(scheme: str) -> str:
@@ -486,6 +521,21 @@ def _outlier_table(recs) -> list[dict]:
     return rows
 
 
+def _sqnr_table(recs) -> list[dict]:
+    rows = []
+    for mlp in ("swiglu", "gelu"):
+        rec = recs.get((mlp, "full"))
+        an = rec["result"].get("gemm_sqnr") if rec else None
+        for layer, per in (an or {}).items():
+            row = {"model": mlp, "layer": layer}
+            for s in ANALYSIS_SCHEMES:
+                v = per[s]
+                row[s] = f"{v['Y']:.1f} / {v['dX']:.1f} / {v['dW']:.1f}"
+            row["fallback rate"] = f"{100 * per['int8_fallback']['rate']:.2f}%"
+            rows.append(row)
+    return rows
+
+
 def _scheme_table(recs, base_key) -> list[dict]:
     rows = []
     for (mlp, s), rec in recs.items():
@@ -516,20 +566,15 @@ def _scheme_table(recs, base_key) -> list[dict]:
 # --------------------------------------------------------------------------------------
 
 
+# the quick presets' model: 2 layers of width 64, context 64 (seconds per run on 2 cores)
+QUICK_MODEL = dict(n_layer=2, n_heads=2, head_dim=32, block_size=64, batch_size=16, eval_batches=4)
+
+
 @experiment(
     "fallback/pretrain",
     FallbackRunConfig,
     presets={
-        "quick": dict(
-            n_layer=2,
-            n_heads=2,
-            head_dim=32,
-            block_size=64,
-            batch_size=16,
-            steps=150,
-            eval_every=25,
-            eval_batches=4,
-        ),
+        "quick": dict(QUICK_MODEL, steps=150, eval_every=25),
         "full": dict(
             alternatives=("fallback:crest:12", "fallback:topk:0.05", "fallback:relative:4"),
         ),
@@ -545,17 +590,7 @@ def pretrain(cfg: FallbackRunConfig, ctx: RunContext) -> Result:
     "fallback/finetune",
     FinetuneConfig,
     presets={
-        "quick": dict(
-            n_layer=2,
-            n_heads=2,
-            head_dim=32,
-            block_size=64,
-            batch_size=16,
-            pretrain_steps=150,
-            steps=60,
-            eval_every=20,
-            eval_batches=4,
-        ),
+        "quick": dict(QUICK_MODEL, pretrain_steps=150, steps=60, eval_every=20),
         "full": dict(),
     },
     summary="Fine-tune a full-precision pretrained LM on the Python docs' What's New pages with each INT8 scheme.",
@@ -567,11 +602,12 @@ def finetune(cfg: FinetuneConfig, ctx: RunContext) -> Result:
 
 
 def _summarize(cfg, ctx: RunContext, recs: dict, what: str, finetune: bool) -> Result:
+    reused = recs.pop("_reused")
     full = recs[("swiglu", "full")]["result"]["final_val"]
     blk = recs.get(("swiglu", "int8_block"))
     fb = recs.get(("swiglu", "int8_fallback"))
     tol = cfg.tolerance
-    claims, metrics = [], {"full_val_loss": full}
+    claims, metrics = [], {"full_val_loss": full, "runs": len(recs), "runs_reused": reused}
     figures = [_loss_figure(ctx, recs, cfg, what, f"{what}_loss")]
     if fb is not None and fb["result"]["layers_last_window"]:
         figures.append(_fallback_figure(ctx, fb, f"{what}_fallback_rate"))
@@ -638,6 +674,16 @@ def _summarize(cfg, ctx: RunContext, recs: dict, what: str, finetune: bool) -> R
         ]
     else:
         tables["outlier channels"] = _outlier_table(recs)
+    sq = _sqnr_table(recs)
+    if sq:
+        tables["GEMM SQNR on the trained model's real tensors (dB: Y / dX / dW)"] = sq
+        for mlp in ("swiglu", "gelu"):
+            for s in ANALYSIS_SCHEMES:
+                vals = [r[s] for r in sq if r["model"] == mlp]
+                if vals:
+                    metrics[f"{mlp}_{s}_min_sqnr_db"] = min(
+                        min(float(v) for v in x.split(" / ")) for x in vals
+                    )
     if fb is not None and fb["result"]["layers_last_window"]:
         tables["fallback by layer (last eval window)"] = [
             {
