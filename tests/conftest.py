@@ -3,6 +3,12 @@ import os
 import pytest
 import torch
 
+# Triton kernels are tested on the CPU through the interpreter. Triton reads TRITON_INTERPRET
+# when it is first imported (its own tl.* helpers are jitted then), so it is set here, before
+# any test or torch.compile imports triton. With a GPU the kernels run on it for real.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _hermetic_cache(tmp_path_factory):

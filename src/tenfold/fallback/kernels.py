@@ -50,7 +50,8 @@ def _require(x: Tensor) -> None:
     if not x.is_cuda and not _interpret():
         raise RuntimeError(
             f"tenfold.fallback kernels run on CUDA tensors (got {x.device}); set "
-            "TRITON_INTERPRET=1 to run them on the CPU, or use backend='reference'"
+            "TRITON_INTERPRET=1 before anything imports triton to run them on the CPU, or use "
+            "backend='reference'"
         )
 
 
