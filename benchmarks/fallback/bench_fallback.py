@@ -220,6 +220,7 @@ def run(toy: bool, device: torch.device) -> list[dict]:
         rows += _block_rows(8192, 2048, 4096, 32, 11008, device, dev, "auto", torch.bfloat16, 10)
         return rows
     # CPU / toy: the PyTorch reference (emulation) against fp32 F.linear
+    dev = f"{dev}, PyTorch reference"
     rows = _linear_rows(256, 128, 352, torch.device("cpu"), dev, "reference", torch.float32, 3)
     rows += _block_rows(
         256, 64, 128, 4, 352, torch.device("cpu"), dev, "reference", torch.float32, 2

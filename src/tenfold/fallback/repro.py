@@ -396,6 +396,8 @@ def _run(cfg, ctx: RunContext, extra: dict, desc: str):
 def _label(scheme: str) -> str:
     if scheme.startswith("fallback:"):
         _, r, t = scheme.split(":")
+        if r == "topk":
+            return f"fallback, top {100 * float(t):g}% of blocks"
         return f"fallback, {r} > {t}"
     return SCHEME_NAMES[scheme]
 
