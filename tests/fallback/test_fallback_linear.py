@@ -226,3 +226,19 @@ def test_capture_and_gemm_sqnr_on_a_real_model():
     for k in ("Y", "dX", "dW"):
         # fp32 GEMMs are ~140 dB from float64; INT8 on both operands is ~30-40 dB
         assert full[k] > 100 and 25 < blk[k] < 60 and ten[k] <= blk[k] + 1
+
+
+def test_torch_compile_trains_like_eager():
+    """torch.compile (aot_eager: no C++ toolchain needed) traces a swapped model; the
+    data-dependent fallback checks become graph breaks, the numbers stay the same."""
+    model = _lm()
+    apply_(model, FallbackConfig(), skip=("lm_head",))
+    idx = torch.randint(0, 128, (4, 32))
+    ref = model(idx, idx)[1]
+    ref.backward()
+    g_ref = model.blocks[0].mlp.down.weight.grad.clone()
+    model.zero_grad(set_to_none=True)
+    out = torch.compile(model, backend="aot_eager")(idx, idx)[1]
+    out.backward()
+    assert torch.allclose(out, ref, rtol=1e-6)
+    assert torch.allclose(model.blocks[0].mlp.down.weight.grad, g_ref, rtol=1e-4, atol=1e-8)
