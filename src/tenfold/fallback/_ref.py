@@ -113,6 +113,11 @@ class QTensor:
         return x[: self.shape[0], : self.shape[1]]
 
     @property
+    def has_fallback(self) -> bool:
+        """Whether any block of this operand is marked to run in 16-bit."""
+        return self.mask is not None and bool(self.mask.any())
+
+    @property
     def fallback_rate(self) -> float:
         return 0.0 if self.mask is None else self.mask.float().mean().item()
 
@@ -146,17 +151,13 @@ class QTensor:
         return _bcast(self.q.float(), self.scale, self.block)
 
 
-def _block_absmax(xp: Tensor, block: tuple[int, int]) -> Tensor:
+def _block_stats(
+    xp: Tensor, block: tuple[int, int], meansq: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """absmax and (if asked) mean square of each block of the padded fp32 matrix."""
     R, C = xp.shape
     b = xp.reshape(R // block[0], block[0], C // block[1], block[1])
-    return b.abs().amax(dim=(1, 3))
-
-
-def _block_stats(xp: Tensor, block: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """absmax and mean square of each block of the padded fp32 matrix."""
-    R, C = xp.shape
-    b = xp.reshape(R // block[0], block[0], C // block[1], block[1])
-    return b.abs().amax(dim=(1, 3)), b.square().mean(dim=(1, 3))
+    return b.abs().amax(dim=(1, 3)), b.square().mean(dim=(1, 3)) if meansq else None
 
 
 def _quantize(xp: Tensor, absmax: Tensor, block: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -167,13 +168,10 @@ def _quantize(xp: Tensor, absmax: Tensor, block: tuple[int, int]) -> tuple[Tenso
     return q, scale
 
 
-def fallback_mask(
-    absmax: Tensor, meansq: Tensor | None, rule: str, threshold: float, valid: Tensor | None = None
-) -> Tensor:
+def fallback_mask(absmax: Tensor, meansq: Tensor | None, rule: str, threshold: float) -> Tensor:
     """The rule of the module docstring on per-block statistics (Rb, Cb) -> bool (Rb, Cb)."""
     if rule == "relative":
-        ref = absmax.flatten().median() if valid is None else absmax[valid].median()
-        return absmax > threshold * ref
+        return absmax > threshold * absmax.flatten().median()
     if rule == "crest":
         return absmax > threshold * meansq.sqrt()
     if rule == "absolute":
@@ -203,13 +201,9 @@ def _quantize_ref(
     if block is None:
         block = (max(R, 1), max(C, 1))
     xp = _pad2d(x.float(), block)
-    if rule == "crest":
-        absmax, meansq = _block_stats(xp, block)
-    else:
-        absmax, meansq = _block_absmax(xp, block), None
+    absmax, meansq = _block_stats(xp, block, meansq=rule == "crest")
     q, scale = _quantize(xp, absmax, block)
-    mask = hi = None
-    if rule is not None and meansq is not None:
+    if meansq is not None:
         # statistics over real elements: padded zeros would lower a tail block's RMS
         Rb, Cb = absmax.shape
         rows = torch.full((Rb,), block[0], device=x.device)
@@ -218,11 +212,18 @@ def _quantize_ref(
         cols[-1] = C - (Cb - 1) * block[1]
         count = rows[:, None] * cols[None, :]
         meansq = meansq * (block[0] * block[1]) / count
+    return _with_mask(x, q, scale, block, absmax, meansq, rule, threshold, hi_dtype)
+
+
+def _with_mask(x, q, scale, block, absmax, meansq, rule, threshold, hi_dtype) -> QTensor:
+    """The quantized operand with the rule's mask and, where any block falls back, the
+    16-bit copy of ``x`` (shared by the reference and the kernel wrapper)."""
+    mask = hi = None
     if rule is not None:
         mask = fallback_mask(absmax, meansq, rule, threshold)
         if bool(mask.any()):
-            hi = xp.to(hi_dtype)
-    return QTensor(q, scale, block, (R, C), mask, hi)
+            hi = _pad2d(x, block).to(hi_dtype)
+    return QTensor(q, scale, tuple(block), tuple(x.shape), mask, hi)
 
 
 def with_hi(qt: QTensor, x: Tensor, hi_dtype: torch.dtype = torch.bfloat16) -> QTensor:
@@ -248,9 +249,7 @@ def _check_pair(a: QTensor, b: QTensor) -> None:
 
 
 def _any_mask(a: QTensor, b: QTensor) -> bool:
-    return (a.mask is not None and bool(a.mask.any())) or (
-        b.mask is not None and bool(b.mask.any())
-    )
+    return a.has_fallback or b.has_fallback
 
 
 def _mixed_gemm(a: QTensor, b: QTensor) -> Tensor:
@@ -287,18 +286,17 @@ def _mixed_gemm_fast(a: QTensor, b: QTensor) -> Tensor:
     M, N = a.shape[0], b.shape[1]
     ad, bd = a.padded_dequantize(), b.padded_dequantize()  # (Mp, Kp), (Kp, Np)
     s = a.block[1]
-    has_a = a.mask is not None and bool(a.mask.any())
-    has_b = b.mask is not None and bool(b.mask.any())
+    has_a, has_b = a.has_fallback, b.has_fallback
     if not (has_a or has_b):
         return (ad @ bd)[:M, :N]
-    ah, bh = a.hi.float(), b.hi.float()
     if has_a and not has_b:
         ma = _expand(a.mask, a.block)  # (Mp, Kp)
         # only the reduction blocks that hold a marked block take part in the 16-bit GEMM
         ks = torch.nonzero(a.mask.any(0)).flatten()
         cols = (ks[:, None] * s + torch.arange(s, device=ks.device)).flatten()
-        hi = ah[:, cols].masked_fill_(~ma[:, cols], 0) @ bh[cols]
+        hi = a.hi[:, cols].float().masked_fill_(~ma[:, cols], 0) @ b.hi[cols].float()
         return (ad.masked_fill_(ma, 0) @ bd + hi)[:M, :N]
+    ah, bh = a.hi.float(), b.hi.float()
     if has_b and not has_a:
         mb = _expand(b.mask, b.block)  # (Kp, Np)
         return (ad @ bd.masked_fill_(mb, 0) + ah @ bh.masked_fill_(~mb, 0))[:M, :N]

@@ -246,8 +246,13 @@ def _gemm(a: QTensor, b: QTensor, cfg: FallbackConfig, like: Tensor) -> Tensor:
     return _ref._mixed_gemm_fast(a, b)
 
 
-def _needs_hi(q: QTensor) -> bool:
-    return q.mask is not None and bool(q.mask.any())
+def _for_mode(q: QTensor, mode: GemmMode) -> QTensor:
+    """dY quantized once for both backward GEMMs: a plain-INT8 GEMM ignores its marks."""
+    return replace(q, mask=None, hi=None) if mode is GemmMode.INT8 and q.mask is not None else q
+
+
+def _skipped(name: str, skip: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatch(name, p) for p in skip)
 
 
 def _weight(w: Tensor, cfg: FallbackConfig, block, hi: bool) -> QTensor:
@@ -271,7 +276,7 @@ class _FallbackLinearFn(torch.autograd.Function):
             qx = _quantize(x, cfg, block, cfg.forward is GemmMode.INT8_FALLBACK)
             if stats is not None:
                 stats._add_x(qx)
-            qw = _weight(weight, cfg, block, hi=_needs_hi(qx))  # (N, K), blocks (br, bc)
+            qw = _weight(weight, cfg, block, hi=qx.has_fallback)  # (N, K), blocks (br, bc)
             y = _gemm(qx, qw.t(), cfg, x).to(x.dtype)  # (M, N)
         if bias is not None:
             y = y + bias
@@ -309,10 +314,8 @@ class _FallbackLinearFn(torch.autograd.Function):
             if cfg.grad_input is GemmMode.FULL:
                 dx = dy @ weight  # (M, K)
             else:
-                a = qdy
-                if cfg.grad_input is GemmMode.INT8 and qdy.mask is not None:
-                    a = replace(qdy, mask=None, hi=None)
-                qw = _weight(weight, cfg, _tblock(block), hi=_needs_hi(a))  # blocks (bc, br)
+                a = _for_mode(qdy, cfg.grad_input)
+                qw = _weight(weight, cfg, _tblock(block), hi=a.has_fallback)  # blocks (bc, br)
                 dx = _gemm(a, qw, cfg, dy)  # (M, K)
             dx = dx.to(ctx.x_dtype)
         if ctx.needs_input_grad[1]:
@@ -322,12 +325,10 @@ class _FallbackLinearFn(torch.autograd.Function):
                 qx = ctx.qx.expand_hi() if ctx.qx is not None else None
                 if qx is None:
                     qx = _quantize(x, cfg, block, cfg.grad_weight is GemmMode.INT8_FALLBACK)
-                a = qdy
-                if cfg.grad_weight is GemmMode.INT8 and qdy.mask is not None:
-                    a = replace(qdy, mask=None, hi=None)
-                if _needs_hi(a) and qx.hi is None:
+                a = _for_mode(qdy, cfg.grad_weight)
+                if a.has_fallback and qx.hi is None:
                     qx = _ref.with_dequantized_hi(qx, cfg.hi_dtype)
-                if _needs_hi(qx) and a.hi is None:
+                if qx.has_fallback and a.hi is None:
                     a = _ref.with_hi(a, dy, cfg.hi_dtype)
                 dw = _gemm(a.t(), qx, cfg, dy)  # (N, K)
             dw = dw.to(weight.dtype)
@@ -410,7 +411,7 @@ def apply_(
     for name, mod in list(model.named_modules()):
         if not isinstance(mod, nn.Linear) or not name:
             continue
-        if any(fnmatch.fnmatch(name, p) for p in skip):
+        if _skipped(name, skip):
             continue
         if filter_fn is not None and not filter_fn(mod, name):
             continue
@@ -469,7 +470,7 @@ def capture_linear_io(
     dys: dict[str, Tensor] = {}
     hooks = []
     for name, mod in model.named_modules():
-        if not isinstance(mod, nn.Linear) or any(fnmatch.fnmatch(name, p) for p in skip):
+        if not isinstance(mod, nn.Linear) or _skipped(name, skip):
             continue
 
         def fwd(m, inp, out, name=name):

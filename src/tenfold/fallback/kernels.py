@@ -258,7 +258,6 @@ def quantize(
         raise ValueError(f"expected a 2-D matrix, got shape {tuple(x.shape)}")
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"quantize takes fp32/fp16/bf16, got {x.dtype}")
-    R, C = x.shape
     if block is None:
         # one block for the whole tensor: the kernel's tile would be the whole matrix,
         # so the per-tensor absmax is taken by torch and the rest follows the reference
@@ -266,12 +265,7 @@ def quantize(
     if any(b & (b - 1) for b in block):
         raise ValueError(f"the kernel needs power-of-two block sides, got {block}")
     q, scale, absmax, meansq = _quantize_op(x, block[0], block[1])
-    mask = hi = None
-    if rule is not None:
-        mask = _ref.fallback_mask(absmax, meansq, rule, threshold)
-        if bool(mask.any()):
-            hi = _ref._pad2d(x, block).to(hi_dtype)
-    return QTensor(q, scale, tuple(block), (R, C), mask, hi)
+    return _ref._with_mask(x, q, scale, block, absmax, meansq, rule, threshold, hi_dtype)
 
 
 def mixed_gemm(a: QTensor, b: QTensor) -> Tensor:

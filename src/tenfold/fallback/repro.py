@@ -34,6 +34,7 @@ from ..core.transformer import LM, LMConfig
 from .api import (
     SCHEMES,
     FallbackConfig,
+    _skipped,
     apply_,
     capture_linear_io,
     fallback_stats,
@@ -131,7 +132,7 @@ def _channel_absmax(model, batches) -> dict[str, list[float]]:
     amax: dict[str, torch.Tensor] = {}
     hooks = []
     for name, mod in model.named_modules():
-        if isinstance(mod, torch.nn.Linear) and not name.endswith(SKIP):
+        if isinstance(mod, torch.nn.Linear) and not _skipped(name, SKIP):
 
             def hook(m, inp, out, name=name):
                 a = inp[0].detach().abs().flatten(0, -2).amax(0)
@@ -144,6 +145,29 @@ def _channel_absmax(model, batches) -> dict[str, list[float]]:
     for h in hooks:
         h.remove()
     return {k: v.tolist() for k, v in amax.items()}
+
+
+def _trainer(model, stream, point: dict, steps: int, eval_fn=None, progress=False) -> Trainer:
+    """AdamW (0.9, 0.95), wd 0.1, 5% warm-up then cosine, next-token loss on ``stream``."""
+    tcfg = TrainConfig(
+        steps=steps,
+        batch_size=point["batch_size"],
+        lr=point["lr"],
+        weight_decay=0.1,
+        betas=(0.9, 0.95),
+        warmup_steps=max(1, steps // 20),
+        schedule="cosine",
+        ema_decay=None,
+        eval_every=point["eval_every"] if eval_fn is not None else 0,
+        seed=point["seed"],
+        progress=progress,
+        desc="pretrain (fp32)" if eval_fn is None else "train",
+    )
+
+    def data(ctx):
+        return lm_batch(stream, point["batch_size"], point["block_size"], ctx.generator)
+
+    return Trainer(model, lambda m, b, ctx: m(*b)[1], data, tcfg, eval_fn=eval_fn)
 
 
 def _pretrained(point: dict, base, progress: bool = False) -> dict:
@@ -161,24 +185,7 @@ def _pretrained(point: dict, base, progress: bool = False) -> dict:
         return load_tensors(path)[0]
     torch.manual_seed(point["seed"])
     model = _model(point, base.vocab_size)
-    tcfg = TrainConfig(
-        steps=point["pretrain_steps"],
-        batch_size=point["batch_size"],
-        lr=point["lr"],
-        weight_decay=0.1,
-        betas=(0.9, 0.95),
-        warmup_steps=max(1, point["pretrain_steps"] // 20),
-        schedule="cosine",
-        ema_decay=None,
-        seed=point["seed"],
-        progress=progress,
-        desc="pretrain (fp32)",
-    )
-
-    def data(ctx):
-        return lm_batch(base.train, point["batch_size"], point["block_size"], ctx.generator)
-
-    Trainer(model, lambda m, b, ctx: m(*b)[1], data, tcfg).fit()
+    _trainer(model, base.train, point, point["pretrain_steps"], progress=progress).fit()
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     save_tensors(path, sd, spec)
     return sd
@@ -218,25 +225,7 @@ def train_run(point: dict) -> dict:
             reset_fallback_stats(m)
         return {"val_loss": _val_loss(m, val)}
 
-    steps = point["steps"]
-    tcfg = TrainConfig(
-        steps=steps,
-        batch_size=point["batch_size"],
-        lr=point["lr"],
-        weight_decay=0.1,
-        betas=(0.9, 0.95),
-        warmup_steps=max(1, steps // 20),
-        schedule="cosine",
-        ema_decay=None,
-        eval_every=point["eval_every"],
-        seed=point["seed"],
-        progress=False,
-    )
-
-    def data(ctx):
-        return lm_batch(streams.train, point["batch_size"], point["block_size"], ctx.generator)
-
-    trainer = Trainer(model, lambda m, b, ctx: m(*b)[1], data, tcfg, eval_fn=eval_fn)
+    trainer = _trainer(model, streams.train, point, point["steps"], eval_fn=eval_fn)
     diverged = None
     t0 = time.perf_counter()
     try:
