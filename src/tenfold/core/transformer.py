@@ -108,6 +108,11 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------
 
 
+def _kernel(m: nn.Module) -> AttentionFn:
+    # looked up at call time, so that a patched F.scaled_dot_product_attention applies
+    return m.attn_fn or F.scaled_dot_product_attention
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a pluggable kernel.
 
@@ -141,7 +146,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=bias)
         self.q_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.attn_fn: AttentionFn = attn_fn or F.scaled_dot_product_attention
+        self.attn_fn: AttentionFn | None = attn_fn  # None: F.scaled_dot_product_attention
 
     def forward(
         self,
@@ -160,14 +165,15 @@ class Attention(nn.Module):
             cos, sin = rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         kwargs = {}
+        fn = _kernel(self)
         if self.n_kv_heads != self.n_heads:
-            if getattr(self.attn_fn, "supports_gqa", False):
+            if getattr(fn, "supports_gqa", False):
                 kwargs["enable_gqa"] = True
             else:
                 rep = self.n_heads // self.n_kv_heads
                 k = k.repeat_interleave(rep, dim=1)  # (B, H, T, D)
                 v = v.repeat_interleave(rep, dim=1)  # (B, H, T, D)
-        y = self.attn_fn(q, k, v, attn_mask=attn_mask, is_causal=is_causal, **kwargs)  # (B,H,T,D)
+        y = fn(q, k, v, attn_mask=attn_mask, is_causal=is_causal, **kwargs)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.proj(y)
 
@@ -212,7 +218,7 @@ def set_attention_fn(model: nn.Module, fn: AttentionFn | None) -> int:
     n = 0
     for m in model.modules():
         if isinstance(m, (Attention, CrossAttention, JointAttention)):
-            m.attn_fn = fn or F.scaled_dot_product_attention
+            m.attn_fn = fn
             n += 1
     return n
 
@@ -517,7 +523,7 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.q_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.attn_fn: AttentionFn = attn_fn or F.scaled_dot_product_attention
+        self.attn_fn: AttentionFn | None = attn_fn  # None: F.scaled_dot_product_attention
 
     def forward(self, x: Tensor, context: Tensor, context_mask: Tensor | None = None) -> Tensor:
         B, T, C = x.shape
@@ -528,7 +534,7 @@ class CrossAttention(nn.Module):
         k, v = self.kv(context).view(B, L, 2, self.n_heads, self.head_dim).unbind(2)  # (B, L, H, D)
         k, v = self.k_norm(k.transpose(1, 2)), v.transpose(1, 2)  # (B, H, L, D)
         mask = context_mask[:, None, None, :] if context_mask is not None else None  # (B, 1, 1, L)
-        y = self.attn_fn(q, k, v, attn_mask=mask)  # (B, H, T, D)
+        y = _kernel(self)(q, k, v, attn_mask=mask)  # (B, H, T, D)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
 
@@ -553,7 +559,7 @@ class JointAttention(nn.Module):
         self.proj_c = nn.Linear(dim, dim) if context_out else None
         norm = (lambda: RMSNorm(self.head_dim)) if qk_norm else nn.Identity
         self.q_norm_x, self.k_norm_x, self.q_norm_c, self.k_norm_c = norm(), norm(), norm(), norm()
-        self.attn_fn: AttentionFn = attn_fn or F.scaled_dot_product_attention
+        self.attn_fn: AttentionFn | None = attn_fn  # None: F.scaled_dot_product_attention
 
     def _heads(
         self, t: Tensor, qkv: nn.Linear, qn: nn.Module, kn: nn.Module
@@ -580,7 +586,7 @@ class JointAttention(nn.Module):
                 [c_mask, torch.ones(B, T, dtype=torch.bool, device=x.device)], 1
             )  # (B, L+T)
             mask = keys[:, None, None, :]  # (B, 1, 1, L+T)
-        y = self.attn_fn(q, k, v, attn_mask=mask).transpose(1, 2)  # (B, L+T, H, D)
+        y = _kernel(self)(q, k, v, attn_mask=mask).transpose(1, 2)  # (B, L+T, H, D)
         yx = self.proj_x(y[:, L:].reshape(B, T, C))  # (B, T, C)
         yc = (
             self.proj_c(y[:, :L].reshape(B, L, C)) if self.proj_c is not None else None

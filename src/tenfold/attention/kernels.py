@@ -1,0 +1,273 @@
+"""Triton kernels of low-bit attention: the fused smoothing + INT8 block quantization of Q
+and K, the flash-style forward of ``qk_int8_pv_fp8`` / ``qk_int8_pv_fp16`` / ``int8_train``
+(one kernel, the P.V numerics a ``tl.constexpr``), and the SageBwd backward of
+``int8_train`` (a dK/dV kernel and a dQ kernel).
+
+They compute what :mod:`tenfold.attention._ref` specifies (same quantization, same tiles:
+64-key online-softmax steps, 64x64 backward tiles) and are registered as ``torch.library``
+ops (``tenfold::sage_quant_int8``, ``tenfold::sage_fwd``, ``tenfold::sage_bwd``) with fake
+implementations, so ``torch.compile`` traces through them. Loaded lazily: importing
+:mod:`tenfold.attention` never imports Triton. On the CPU they run under the Triton
+interpreter (``TRITON_INTERPRET=1``), whose FP8 down-cast is not round-to-nearest-even, so
+there P's E4M3 rounding is done in fp32 arithmetic and the FP8 dot in fp32 (products of
+E4M3 values are exact in fp32: the same arithmetic).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import torch
+from torch import Tensor
+
+from . import _ref
+
+__all__ = ["available", "attention", "quant_int8"]
+
+BLOCK_N = 64  # keys per online-softmax step = K's INT8 block = the reference's kv_tile
+BWD = _ref.BWD_TILE  # 64x64 backward tiles
+_RNE = 12582912.0  # 1.5 * 2^23: (x + _RNE) - _RNE rounds |x| < 2^22 to nearest even
+
+
+@functools.cache
+def _triton():
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:
+        return None
+    return triton, tl
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def available() -> bool:
+    """True when the kernels can run: Triton imports and a GPU (or the interpreter) is there."""
+    return _triton() is not None and (torch.cuda.is_available() or _interpret())
+
+
+def _require(x: Tensor) -> None:
+    if _triton() is None:
+        raise RuntimeError(
+            "tenfold.attention kernels need Triton (pip install triton); use "
+            "backend='reference' to run the PyTorch reference instead"
+        )
+    if not x.is_cuda and not _interpret():
+        raise RuntimeError(
+            f"tenfold.attention kernels run on CUDA tensors (got {x.device}); set "
+            "TRITON_INTERPRET=1 before anything imports triton to run them on the CPU, or use "
+            "backend='reference'"
+        )
+
+
+@functools.cache
+def _kernels():
+    from . import _triton as T
+
+    return T.quant_kernel, T.fwd_kernel, T.bwd_dkdv_kernel, T.bwd_dq_kernel
+
+
+# --------------------------------------------------------------------------------------
+# torch.library ops
+# --------------------------------------------------------------------------------------
+
+_PV = {"qk_int8_pv_fp8": 0, "int8_train": 1, "qk_int8_pv_fp16": 2}
+
+
+def _nblk(T: int, blk: int) -> int:
+    return -(-T // blk)
+
+
+@torch.library.custom_op("tenfold::sage_quant_int8", mutates_args=())
+def _quant_op(x: Tensor, mean: Tensor | None, mult: float, block: int) -> tuple[Tensor, Tensor]:
+    quant_kernel = _kernels()[0]
+    B, H, T, D = x.shape
+    q = torch.empty(B, H, T, D, dtype=torch.int8, device=x.device)
+    s = torch.empty(B, H, _nblk(T, block), dtype=torch.float32, device=x.device)
+    mu = mean if mean is not None else s
+    quant_kernel[(_nblk(T, block), B * H)](
+        x, mu, q, s, T, H, mult, *x.stride(), mu.stride(0) if mean is not None else 0,
+        mu.stride(1) if mean is not None else 0, s.shape[-1],
+        D=D, BLK=block, SMOOTH=mean is not None,
+    )  # fmt: skip
+    return q, s
+
+
+@_quant_op.register_fake
+def _(x, mean, mult, block):
+    B, H, T, D = x.shape
+    return x.new_empty(B, H, T, D, dtype=torch.int8), x.new_empty(
+        B, H, _nblk(T, block), dtype=torch.float32
+    )
+
+
+@torch.library.custom_op("tenfold::sage_fwd", mutates_args=())
+def _fwd_op(
+    qi: Tensor, qs: Tensor, ki: Tensor, ks: Tensor, v: Tensor, vs: Tensor,
+    out_dtype: torch.dtype, causal_off: int, causal: bool, pv: int, q_block: int,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    fwd_kernel = _kernels()[1]
+    B, H, Tq, D = qi.shape
+    Hk, Tk = ki.shape[1], ki.shape[2]
+    o = torch.empty(B, H, Tq, D, dtype=out_dtype, device=qi.device)
+    lse = torch.empty(B, H, Tq, dtype=torch.float32, device=qi.device)
+    BM = 64 if _interpret() else 128
+    fwd_kernel[(_nblk(Tq, BM), B * H)](
+        qi, qs, ki, ks, v, vs, o, lse, H, H // Hk, Tq, Tk, causal_off, qs.shape[-1],
+        ks.shape[-1], *o.stride(),
+        D=D, BM=BM, BN=BLOCK_N, QBLK=q_block, CAUSAL=causal, PV=pv, EMU=_interpret(),
+        **({} if _interpret() else {"num_warps": 8 if D == 128 else 4, "num_stages": 3}),
+    )  # fmt: skip
+    return o, lse
+
+
+@_fwd_op.register_fake
+def _(qi, qs, ki, ks, v, vs, out_dtype, causal_off, causal, pv, q_block):
+    B, H, Tq, D = qi.shape
+    return qi.new_empty(B, H, Tq, D, dtype=out_dtype), qi.new_empty(B, H, Tq, dtype=torch.float32)
+
+
+@torch.library.custom_op("tenfold::sage_bwd", mutates_args=())
+def _bwd_op(
+    qi: Tensor, qs: Tensor, ki: Tensor, ks: Tensor, v: Tensor, do: Tensor, doi: Tensor,
+    dos: Tensor, lse: Tensor, delta: Tensor, causal_off: int, causal: bool, q_block: int,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    _, _, dkdv_kernel, dq_kernel = _kernels()
+    B, H, Tq, D = qi.shape
+    Hk, Tk = ki.shape[1], ki.shape[2]
+    dq = torch.empty(B, H, Tq, D, dtype=torch.float32, device=qi.device)
+    dk = torch.empty(B, H, Tk, D, dtype=torch.float32, device=qi.device)
+    dv = torch.empty_like(dk)
+    common = dict(D=D, BM=BWD, BN=BWD, QBLK=q_block, CAUSAL=causal, EMU=_interpret())
+    if not _interpret():
+        common.update(num_warps=4 if D == 64 else 8, num_stages=2)
+    dkdv_kernel[(_nblk(Tk, BWD), B * H)](
+        qi, qs, ki, ks, v, do, doi, dos, lse, delta, dk, dv, H, H // Hk, Tq, Tk, causal_off,
+        qs.shape[-1], ks.shape[-1], dos.shape[-1], *v.stride(), *do.stride(), **common,
+    )  # fmt: skip
+    dq_kernel[(_nblk(Tq, BWD), B * H)](
+        qi, qs, ki, ks, v, do, lse, delta, dq, H, H // Hk, Tq, Tk, causal_off,
+        qs.shape[-1], ks.shape[-1], *v.stride(), *do.stride(), **common,
+    )  # fmt: skip
+    if Hk != H:  # grouped-query attention: sum each K/V head's query heads
+        dk = dk.view(B, Hk, H // Hk, Tk, D).sum(2)
+        dv = dv.view(B, Hk, H // Hk, Tk, D).sum(2)
+    return dq, dk, dv
+
+
+@_bwd_op.register_fake
+def _(qi, qs, ki, ks, v, do, doi, dos, lse, delta, causal_off, causal, q_block):
+    return (
+        torch.empty_like(qi, dtype=torch.float32),
+        ki.new_empty(ki.shape, dtype=torch.float32),
+        ki.new_empty(ki.shape, dtype=torch.float32),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Wrappers: checks, then the ops
+# --------------------------------------------------------------------------------------
+
+
+def quant_int8(
+    x: Tensor, block: int, mean: Tensor | None = None, mult: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Fused smoothing + INT8 quantization of (B, H, T, D): ``(x - mean) * mult`` with one
+    absmax/127 scale per ``block`` tokens -> (int8 (B, H, T, D), scales (B, H, nblocks)).
+    The kernel of :func:`tenfold.attention._ref.quant_int8_blocks`."""
+    _require(x)
+    if x.ndim != 4:
+        raise ValueError(f"expected (B, H, T, D), got shape {tuple(x.shape)}")
+    if x.shape[-1] & (x.shape[-1] - 1) or block & (block - 1):
+        raise ValueError(f"head dim {x.shape[-1]} and block {block} must be powers of two")
+    if mean is not None:
+        mean = mean.float().contiguous()
+        if mean.shape != (*x.shape[:2], x.shape[-1]):
+            raise ValueError(f"mean must be (B, H, D), got {tuple(mean.shape)}")
+    return _quant_op(x, mean, float(mult), block)
+
+
+class _Int8Train(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, scale, causal, num):
+        qi, qs, ki, ks, o, lse = _forward(q, k, v, "int8_train", scale, causal, num)
+        ctx.save_for_backward(qi, qs, ki, ks, v, o, lse)
+        ctx.scale, ctx.causal, ctx.num = scale, causal, num
+        ctx.dtypes = (q.dtype, k.dtype, v.dtype)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        qi, qs, ki, ks, v, o, lse = ctx.saved_tensors
+        delta = (do.float() * o.float()).sum(-1)  # (B, H, Tq)
+        doi, dos = quant_int8(do, BWD)
+        off = ki.shape[2] - qi.shape[2] if ctx.causal == "bottom_right" else 0
+        dq, dk, dv = _bwd_op(
+            qi, qs, ki, ks, v, do, doi, dos, lse, delta, off, ctx.causal is not None,
+            ctx.num.q_block,
+        )  # fmt: skip
+        dq = dq * ctx.scale
+        dk = dk / _ref.LOG2E
+        return dq.to(ctx.dtypes[0]), dk.to(ctx.dtypes[1]), dv.to(ctx.dtypes[2]), None, None, None
+
+
+def _forward(q, k, v, variant, scale, causal, num):
+    qi, qs = quant_int8(q, num.q_block, mult=scale * _ref.LOG2E)
+    kmean = k.float().mean(-2) if num.smooth in ("k", "qk") else None
+    ki, ks = quant_int8(k, BLOCK_N, mean=kmean)
+    pv = _PV[variant]
+    if pv == 0:
+        amax = v.float().abs().amax(-2)  # (B, Hkv, D): one scale per channel
+        vs = torch.where(amax > 0, amax, torch.ones_like(amax)) / _ref.E4M3_MAX
+        vq = (v.float() / vs[..., None, :]).to(torch.float8_e4m3fn)
+    elif pv == 1:
+        vq, vs = quant_int8(v, BLOCK_N)
+    else:
+        vq, vs = v.to(torch.float16).contiguous(), qs  # vs unused
+    off = k.shape[2] - q.shape[2] if causal == "bottom_right" else 0
+    o, lse = _fwd_op(qi, qs, ki, ks, vq, vs, q.dtype, off, causal is not None, pv, num.q_block)
+    return qi, qs, ki, ks, o, lse
+
+
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    variant: str,
+    scale: float | None = None,
+    causal: str | None = None,
+) -> Tensor:
+    """Kernel of :func:`tenfold.attention._ref.attention_ref` for ``variant`` over
+    (B, H, Tq, D) and (B, Hkv, Tk, D) (grouped-query attention read in place), fp16/bf16,
+    head dim 64 or 128. ``causal``: None, ``"bottom_right"`` or ``"top_left"``.
+    ``int8_train`` is differentiable (SageBwd backward)."""
+    _require(q)
+    if variant not in _PV:
+        raise ValueError(f"no kernel for variant {variant!r}; kernels: {list(_PV)}")
+    num = _ref.VARIANTS[variant]
+    if q.ndim != 4 or k.ndim != 4 or k.shape != v.shape:
+        raise ValueError(
+            f"expected q (B, H, Tq, D), k and v (B, Hkv, Tk, D); got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if k.shape[0] != q.shape[0] or k.shape[-1] != q.shape[-1]:
+        raise ValueError(f"batch/head dim differ: q {tuple(q.shape)}, k {tuple(k.shape)}")
+    if q.shape[-1] not in (64, 128):
+        raise ValueError(f"the kernels take head dim 64 or 128, got {q.shape[-1]}")
+    if q.dtype not in (torch.float16, torch.bfloat16) or not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"the kernels take fp16/bf16 q, k, v of one dtype, got {q.dtype}")
+    if q.shape[1] % k.shape[1]:
+        raise ValueError(f"query heads {q.shape[1]} not a multiple of kv heads {k.shape[1]}")
+    if causal not in (None, "bottom_right", "top_left"):
+        raise ValueError(f"causal={causal!r}")
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a positive finite number, got {scale}")
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    if variant == "int8_train" and needs_grad:
+        return _Int8Train.apply(q, k, v, scale, causal, num)
+    return _forward(q, k, v, variant, scale, causal, num)[4]
