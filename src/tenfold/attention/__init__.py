@@ -1,3 +1,35 @@
-"""Low-bit attention (arXiv 2505.11594: SageAttention3 + SageBwd). Work in progress: the
-reference number formats (FP8 E4M3, FP4 E2M1, NVFP4, MXFP4, INT8 per token block) are in
-:mod:`tenfold.attention._ref`; the attention variants, kernels and experiments follow."""
+"""Low-bit attention (arXiv 2505.11594, SageAttention3 + SageBwd): FP4/INT8/FP8 attention
+for inference and 8-bit attention for training, as a drop-in for
+``F.scaled_dot_product_attention``. See ``docs/attention.md``.
+
+    from tenfold.attention import sageattn, AttentionConfig, apply_
+    out = sageattn(q, k, v, is_causal=True, variant="qk_int8_pv_fp8")
+    apply_(model, AttentionConfig(variant="int8_train"))
+"""
+
+from ._ref import VARIANTS, Numerics
+from .api import (
+    AttentionConfig,
+    Backend,
+    Layout,
+    UnsupportedAttention,
+    Variant,
+    apply_,
+    remove_,
+    sageattn,
+    sdpa_routed,
+)
+
+__all__ = [
+    "VARIANTS",
+    "AttentionConfig",
+    "Backend",
+    "Layout",
+    "Numerics",
+    "UnsupportedAttention",
+    "Variant",
+    "apply_",
+    "remove_",
+    "sageattn",
+    "sdpa_routed",
+]

@@ -113,7 +113,10 @@ def _fwd_op(
     fwd_kernel = _kernels()[1]
     B, H, Tq, D = qi.shape
     Hk, Tk = ki.shape[1], ki.shape[2]
-    o = torch.empty(B, H, Tq, D, dtype=out_dtype, device=qi.device)
+    # the interpreter's fp32 -> bf16 cast truncates: there the output is cast by torch
+    o = torch.empty(
+        B, H, Tq, D, dtype=torch.float32 if _interpret() else out_dtype, device=qi.device
+    )
     lse = torch.empty(B, H, Tq, dtype=torch.float32, device=qi.device)
     BM = 64 if _interpret() else 128
     fwd_kernel[(_nblk(Tq, BM), B * H)](
@@ -122,7 +125,7 @@ def _fwd_op(
         D=D, BM=BM, BN=BLOCK_N, QBLK=q_block, CAUSAL=causal, PV=pv, EMU=_interpret(),
         **({} if _interpret() else {"num_warps": 8 if D == 128 else 4, "num_stages": 3}),
     )  # fmt: skip
-    return o, lse
+    return o.to(out_dtype), lse
 
 
 @_fwd_op.register_fake

@@ -1,0 +1,122 @@
+"""Triton kernels against the reference, on the CPU through the Triton interpreter
+(tests/conftest.py sets TRITON_INTERPRET=1 before triton is imported)."""
+
+import pytest
+import torch
+
+from tenfold.attention import _ref as R
+from tenfold.attention import sageattn
+
+kernels = pytest.importorskip("tenfold.attention.kernels")
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="needs Triton (interpreter or GPU)")
+
+# Thresholds (relative L2 error). Kernel and reference quantize identically and differ only
+# by fp32 summation order and the fp16 rounding of the output (~2e-4 measured), so they must
+# agree to KERNEL_TOL; each agrees with float64 only to >= 1e-2 (the quantization error),
+# which the tests check too, so KERNEL_TOL is at least 10x tighter than the numerics.
+KERNEL_TOL = 1e-3
+NUMERICS_MIN = 5e-3
+
+
+def _rl2(a, b):
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm())
+
+
+def _qkv(B, H, Hk, Tq, Tk, D, dtype=torch.float16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, Tq, D, generator=g)
+    k = torch.randn(B, Hk, Tk, D, generator=g) + 1.5
+    v = torch.randn(B, Hk, Tk, D, generator=g)
+    return q.to(dtype), k.to(dtype), v.to(dtype)
+
+
+def _expand(x, H):
+    return x.repeat_interleave(H // x.shape[1], 1)
+
+
+def test_quant_kernel_is_bit_exact():
+    x = torch.randn(2, 3, 200, 64).half()
+    mean = x.float().mean(-2)
+    q, s = kernels.quant_int8(x, 64, mean=mean, mult=0.37)
+    deq = q.float() * s.repeat_interleave(64, -1)[..., :200, None]  # (2, 3, 200, 64)
+    ref, ref_s = R.quant_int8_blocks((x.float() - mean[..., None, :]) * 0.37, 64)
+    torch.testing.assert_close(s, ref_s, rtol=0, atol=0)
+    torch.testing.assert_close(deq, ref, rtol=0, atol=0)
+
+
+CASES = [  # B, H, Hk, Tq, Tk, D, causal
+    (1, 2, 1, 100, 150, 64, "bottom_right"),  # GQA, KV cache (Tq < Tk), ragged tiles
+    (1, 2, 2, 130, 70, 64, None),
+    (2, 2, 2, 80, 48, 64, "bottom_right"),  # Tq > Tk: the first queries see no key
+    (1, 2, 2, 96, 96, 128, "top_left"),
+]
+
+
+@pytest.mark.parametrize("variant", ["qk_int8_pv_fp8", "qk_int8_pv_fp16", "int8_train"])
+@pytest.mark.parametrize("case", CASES)
+def test_forward_matches_reference(variant, case):
+    B, H, Hk, Tq, Tk, D, causal = case
+    q, k, v = _qkv(B, H, Hk, Tq, Tk, D)
+    o = kernels.attention(q, k, v, variant, causal=causal)
+    assert o.dtype == q.dtype and o.shape == q.shape
+    ke, ve = _expand(k, H), _expand(v, H)
+    ref = R.attention_fwd(q, ke, ve, R.VARIANTS[variant], causal=causal)[0]
+    ex = R.attention_exact(q, ke, ve, causal=causal)
+    assert _rl2(o, ref) < KERNEL_TOL
+    assert _rl2(ref, ex) > NUMERICS_MIN  # the numerics are really quantized
+
+
+@pytest.mark.parametrize("case", CASES[:3])
+def test_int8_train_gradients_match_reference(case):
+    B, H, Hk, Tq, Tk, D, causal = case
+    q, k, v = _qkv(B, H, Hk, Tq, Tk, D, dtype=torch.bfloat16)
+    xs = [t.clone().requires_grad_() for t in (q, k, v)]
+    o = kernels.attention(*xs, "int8_train", causal=causal)
+    do = torch.randn_like(o)
+    o.backward(do)
+    rs = [t.clone().requires_grad_() for t in (q, k, v)]
+    num = R.VARIANTS["int8_train"]
+    R.attention_ref(rs[0], _expand(rs[1], H), _expand(rs[2], H), num, causal=causal).backward(do)
+    es = [t.double().requires_grad_() for t in (q, k, v)]
+    R.attention_exact(es[0], _expand(es[1], H), _expand(es[2], H), causal=causal).backward(
+        do.double()
+    )
+    for name, a, r, e in zip("qkv", xs, rs, es):
+        assert a.grad.dtype == torch.bfloat16, name
+        # bf16 gradients (the reference sums GQA heads in bf16, the kernel in fp32): ~3e-3
+        assert _rl2(a.grad, r.grad) < 5 * KERNEL_TOL, name
+        assert _rl2(r.grad, e.grad) > NUMERICS_MIN, name
+
+
+def test_sageattn_triton_backend_and_its_errors():
+    q, k, v = _qkv(1, 2, 2, 64, 64, 64)
+    o = sageattn(q, k, v, is_causal=True, variant="qk_int8_pv_fp8", backend="triton")
+    ref = R.attention_fwd(q, k, v, R.VARIANTS["qk_int8_pv_fp8"], causal="bottom_right")[0]
+    assert _rl2(o, ref) < KERNEL_TOL
+    from tenfold.attention import UnsupportedAttention
+
+    with pytest.raises(UnsupportedAttention, match="fp16/bf16"):
+        sageattn(q.float(), k.float(), v.float(), variant="int8_train", backend="triton")
+    with pytest.raises(UnsupportedAttention, match="head dim"):
+        sageattn(q[..., :32], k[..., :32], v[..., :32], variant="int8_train", backend="triton")
+    with pytest.raises(UnsupportedAttention, match="Blackwell"):
+        sageattn(q, k, v, variant="fp4_nvfp4", backend="triton")
+    with pytest.raises(ValueError, match="no kernel for variant"):
+        kernels.attention(q, k, v, "fp4_mxfp4")
+
+
+def test_ops_pass_opcheck():
+    q, k, v = _qkv(1, 2, 1, 64, 64, 64)
+    qi, qs = kernels.quant_int8(q, 128, mult=0.2)
+    ki, ks = kernels.quant_int8(k, 64, mean=k.float().mean(-2))
+    vi, vs = kernels.quant_int8(v, 64)
+    torch.library.opcheck(torch.ops.tenfold.sage_quant_int8, (q, None, 0.2, 128))
+    args = (qi, qs, ki, ks, vi, vs, torch.float16, 0, True, 1, 128)
+    torch.library.opcheck(torch.ops.tenfold.sage_fwd, args)
+    o, lse = torch.ops.tenfold.sage_fwd(*args)
+    do = torch.randn_like(o)
+    doi, dos = kernels.quant_int8(do, 64)
+    delta = (do.float() * o.float()).sum(-1)
+    bwd = (qi, qs, ki, ks, v, do, doi, dos, lse, delta, 0, True, 128)
+    torch.library.opcheck(torch.ops.tenfold.sage_bwd, bwd)
