@@ -9,13 +9,13 @@ import torch.nn.functional as F
 from tenfold.attention import (
     AttentionConfig,
     UnsupportedAttention,
+    api,
     apply_,
     remove_,
     sageattn,
     sdpa_routed,
 )
 from tenfold.attention import _ref as R
-from tenfold.attention import api
 from tenfold.core.metrics import cosine
 from tenfold.core.transformer import LM, LMConfig
 
