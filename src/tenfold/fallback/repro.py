@@ -15,8 +15,6 @@ parallel worker processes and a rerun reuses finished ones.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,12 +23,17 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..core.data import lm_batch, token_streams
 from ..core.experiment import Claim, Result, RunContext, experiment
+from ..core.lm_recipe import (
+    build_lm,
+    lm_streams,
+    lm_trainer,
+    pretrained_lm,
+    val_batches,
+    val_loss,
+)
 from ..core.repro import _plt
 from ..core.sweep import point_key, run_sweep
-from ..core.train import TrainConfig, Trainer
-from ..core.transformer import LM, LMConfig
 from .api import (
     SCHEMES,
     FallbackConfig,
@@ -71,47 +74,6 @@ def scheme_config(scheme: str, block, rule: str, threshold: float) -> FallbackCo
     return cfg
 
 
-def _streams(point: dict):
-    kw = dict(vocab_size=point["vocab_size"])
-    if point.get("domain"):
-        base = token_streams(point["corpus"], exclude=point["domain"], **kw)
-        dom = token_streams(
-            point["corpus"], include=point["domain"], val_fraction=0.15, tokenizer=base.tokenizer
-        )
-        return base, dom
-    return token_streams(point["corpus"], **kw), None
-
-
-def _model(point: dict, vocab: int) -> LM:
-    return LM(
-        LMConfig(
-            vocab_size=vocab,
-            block_size=point["block_size"],
-            n_layer=point["n_layer"],
-            n_heads=point["n_heads"],
-            head_dim=point["head_dim"],
-            mlp=point["mlp"],
-        )
-    )
-
-
-def _val_batches(stream, point: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(1234)
-    return [
-        lm_batch(stream, point["batch_size"], point["block_size"], g)
-        for _ in range(point["eval_batches"])
-    ]
-
-
-@torch.no_grad()
-def _val_loss(model, batches) -> float:
-    was = model.training
-    model.eval()
-    tot = sum(model(x, y)[1].item() for x, y in batches) / len(batches)
-    model.train(was)
-    return tot
-
-
 def _snapshot(model) -> dict:
     out = {}
     for name, st in fallback_stats(model).items():
@@ -147,62 +109,18 @@ def _channel_absmax(model, batches) -> dict[str, list[float]]:
     return {k: v.tolist() for k, v in amax.items()}
 
 
-def _trainer(model, stream, point: dict, steps: int, eval_fn=None, progress=False) -> Trainer:
-    """AdamW (0.9, 0.95), wd 0.1, 5% warm-up then cosine, next-token loss on ``stream``."""
-    tcfg = TrainConfig(
-        steps=steps,
-        batch_size=point["batch_size"],
-        lr=point["lr"],
-        weight_decay=0.1,
-        betas=(0.9, 0.95),
-        warmup_steps=max(1, steps // 20),
-        schedule="cosine",
-        ema_decay=None,
-        eval_every=point["eval_every"] if eval_fn is not None else 0,
-        seed=point["seed"],
-        progress=progress,
-        desc="pretrain (fp32)" if eval_fn is None else "train",
-    )
-
-    def data(ctx):
-        return lm_batch(stream, point["batch_size"], point["block_size"], ctx.generator)
-
-    return Trainer(model, lambda m, b, ctx: m(*b)[1], data, tcfg, eval_fn=eval_fn)
-
-
-def _pretrained(point: dict, base, progress: bool = False) -> dict:
-    """State dict of the full-precision base model of ``fallback/finetune`` (cached)."""
-    from ..core.io import load_tensors, save_tensors
-    from ..core.metrics import cache_dir
-
-    keys = ("corpus", "domain", "vocab_size", "block_size", "n_layer", "n_heads", "head_dim")
-    spec = {k: point[k] for k in keys}
-    spec.update(mlp=point["mlp"], steps=point["pretrain_steps"], lr=point["lr"])
-    spec.update(batch_size=point["batch_size"], seed=point["seed"], v=POINT_VERSION)
-    h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir() / "fallback" / f"pretrained-{h}.safetensors"
-    if path.exists():
-        return load_tensors(path)[0]
-    torch.manual_seed(point["seed"])
-    model = _model(point, base.vocab_size)
-    _trainer(model, base.train, point, point["pretrain_steps"], progress=progress).fit()
-    sd = {k: v.clone() for k, v in model.state_dict().items()}
-    save_tensors(path, sd, spec)
-    return sd
-
-
 def train_run(point: dict) -> dict:
     """Train one scheme (a sweep point) -> curves, evals, fallback statistics."""
     torch.manual_seed(point["seed"])
-    base, dom = _streams(point)
+    base, dom = lm_streams(point)
     streams = dom if dom is not None else base
-    model = _model(point, base.vocab_size)
+    model = build_lm(point, base.vocab_size)
     start_val = None
     if dom is not None:
-        model.load_state_dict(_pretrained(point, base))
-    val = _val_batches(streams.val, point)
+        model.load_state_dict(pretrained_lm(point, base, "fallback", POINT_VERSION))
+    val = val_batches(streams.val, point)
     if dom is not None:
-        start_val = _val_loss(model, val)
+        start_val = val_loss(model, val)
     qcfg = scheme_config(point["scheme"], point["block"], point["rule"], point["threshold"])
     if qcfg is not None:
         apply_(model, qcfg, skip=SKIP)
@@ -223,9 +141,9 @@ def train_run(point: dict) -> dict:
                 }
             )
             reset_fallback_stats(m)
-        return {"val_loss": _val_loss(m, val)}
+        return {"val_loss": val_loss(m, val)}
 
-    trainer = _trainer(model, streams.train, point, point["steps"], eval_fn=eval_fn)
+    trainer = lm_trainer(model, streams.train, point, point["steps"], eval_fn=eval_fn)
     diverged = None
     t0 = time.perf_counter()
     try:
@@ -370,10 +288,10 @@ def _run(cfg, ctx: RunContext, extra: dict, desc: str):
         for p in points:
             (cache / f"{point_key(p)}.json").unlink(missing_ok=True)
     ctx.log(f"tokenizing {cfg.corpus} (cached after the first run)")
-    base, dom = _streams(points[0])  # tokenizer and streams built once, before the workers
+    base, dom = lm_streams(points[0])  # tokenizer and streams built once, before the workers
     if dom is not None:
         ctx.log(f"pretraining the full-precision base model ({cfg.pretrain_steps} steps, cached)")
-        _pretrained(points[0], base, ctx.progress)
+        pretrained_lm(points[0], base, "fallback", POINT_VERSION, ctx.progress)
     recs = run_sweep(train_run, points, cache, cfg.workers or None, ctx.progress, desc)
     reused = sum(r["reused"] for r in recs)
     ctx.log(f"{len(recs)} runs ({reused} reused from {cache})")
