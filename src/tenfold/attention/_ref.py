@@ -48,6 +48,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 E4M3_MAX = 448.0
+# floor of every absmax before it becomes a scale: exp2 of very negative scores gives
+# denormal P whose absmax/127 would underflow to 0 (and 0/0 = NaN); a block whose absmax is
+# below TINY quantizes to zeros
+TINY = 2.0**-100
 E2M1_MAX = 6.0
 _E2M1_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 _E2M1_MIDS = (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0)
@@ -118,7 +122,7 @@ def quant_int8_blocks(x: Tensor, block: int, dim: int = -2) -> tuple[Tensor, Ten
     xp = torch.nn.functional.pad(x, (0, 0, 0, pad)) if pad else x
     b = xp.reshape(*xp.shape[:-2], n, block, xp.shape[-1])
     amax = b.abs().amax(dim=(-2, -1))
-    scale = torch.where(amax > 0, amax, torch.ones_like(amax)) / 127.0
+    scale = amax.clamp_min(TINY) / 127.0
     q = torch.round(b / scale[..., None, None]).clamp(-127, 127)
     deq = (q * scale[..., None, None]).reshape(xp.shape)[..., :T, :]
     return deq.movedim(-2, dim), scale
@@ -145,7 +149,9 @@ class Numerics:
     K's mean over tokens (``k``), and also Q's mean per ``q_block`` group with the
     ``delta_s`` correction (``qk``). ``p_two_level``: FP4 P scaled by 448*6 first (else P in
     [0, 1] is quantized directly). ``q_block``/``k_block``: INT8 scale blocks (tokens).
-    ``kv_tile``: keys per online-softmax step."""
+    ``kv_tile``: keys per online-softmax step. ``bwd_dp``: format of ``dP = dO V^T`` in the
+    SageBwd backward: ``"16bit"`` (the method) or ``"int8"`` (the ablation the paper warns
+    against)."""
 
     qk: str = "int8"
     pv: str = "fp8"
@@ -154,6 +160,7 @@ class Numerics:
     q_block: int = 128
     k_block: int = 64
     kv_tile: int = 64
+    bwd_dp: str = "16bit"
 
     def __post_init__(self):
         if self.qk not in QK_FORMATS:
@@ -162,6 +169,8 @@ class Numerics:
             raise ValueError(f"pv={self.pv!r}: choose one of {PV_FORMATS}")
         if self.smooth not in SMOOTHING:
             raise ValueError(f"smooth={self.smooth!r}: choose one of {SMOOTHING}")
+        if self.bwd_dp not in ("16bit", "int8"):
+            raise ValueError(f"bwd_dp={self.bwd_dp!r}: choose '16bit' or 'int8'")
         for name in ("q_block", "k_block", "kv_tile"):
             v = getattr(self, name)
             if v < 1 or v & (v - 1):
@@ -216,7 +225,7 @@ def quant_v(v: Tensor, num: Numerics) -> Tensor:
     v = v.float()
     if num.pv == "fp8":
         amax = v.abs().amax(-2, keepdim=True)  # (B, H, 1, D): one scale per channel
-        s = torch.where(amax > 0, amax, torch.ones_like(amax)) / E4M3_MAX
+        s = amax.clamp_min(TINY) / E4M3_MAX
         return e4m3(v / s) * s
     if num.pv == "int8":
         return quant_int8_blocks(v, num.k_block)[0]
@@ -234,7 +243,7 @@ def quant_p(p: Tensor, num: Numerics) -> Tensor:
         return e4m3(p * E4M3_MAX) / E4M3_MAX
     if num.pv == "int8":  # per token: one scale per row of the tile
         amax = p.amax(-1, keepdim=True)
-        s = torch.where(amax > 0, amax, torch.ones_like(amax)) / 127.0
+        s = amax.clamp_min(TINY) / 127.0
         return torch.round(p / s) * s
     if num.pv in ("nvfp4", "mxfp4"):
         if num.p_two_level:
@@ -408,7 +417,7 @@ def _quant_int8_tiles(x: Tensor, tile: int) -> Tensor:
     *lead, R, C = x.shape
     b = x.reshape(*lead, R // tile, tile, C // tile, tile)
     amax = b.abs().amax(dim=(-3, -1), keepdim=True)
-    s = torch.where(amax > 0, amax, torch.ones_like(amax)) / 127.0
+    s = amax.clamp_min(TINY) / 127.0
     return (torch.round(b / s).clamp(-127, 127) * s).reshape(x.shape)
 
 
@@ -444,7 +453,12 @@ def int8_train_bwd(
     p = torch.exp2(s - lse_safe[..., None])  # (B, H, Tq, Tk): rows with no key give 0
     h16 = _bwd_16bit(do.dtype)
     dof = do.float()
-    dp = do.to(h16).float() @ v.to(h16).float().transpose(-1, -2)  # (B, H, Tq, Tk)
+    if num.bwd_dp == "int8":  # ablation: dO and V in INT8 per 64-token block
+        doq = quant_int8_blocks(dof, BWD_TILE)[0]
+        vq = quant_int8_blocks(v.float(), num.k_block)[0]
+        dp = doq @ vq.transpose(-1, -2)  # (B, H, Tq, Tk)
+    else:
+        dp = do.to(h16).float() @ v.to(h16).float().transpose(-1, -2)  # (B, H, Tq, Tk)
     delta = (dof * o.float()).sum(-1, keepdim=True)  # (B, H, Tq, 1)
     ds = p * (dp - delta)  # gradient of the natural-unit scores
     # pad to whole tiles with zeros (padded rows/keys carry no probability or gradient)

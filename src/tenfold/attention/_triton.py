@@ -41,7 +41,7 @@ def quant_kernel(
         x = tl.where(inside, x - mu[None, :], 0.0)
     x = x * mult
     amax = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
-    s = tl.where(amax > 0, amax, 1.0) / 127.0
+    s = tl.maximum(amax, 7.888609052210118e-31) / 127.0
     q = tl.minimum(tl.maximum(rne(x / s), -127.0), 127.0)
     qp = q_ptr + bh * T * D + rows[:, None] * D + cols[None, :]
     tl.store(qp, q.to(tl.int8), mask=inside)
@@ -106,7 +106,7 @@ def fwd_kernel(
             v = tl.load(vp, mask=in_k[:, None], other=0)
             vsc = tl.load(vs_ptr + hk * nkb + start // BN)
             pmax = tl.max(p, axis=1)
-            ps = tl.where(pmax > 0, pmax, 1.0) / 127.0
+            ps = tl.maximum(pmax, 7.888609052210118e-31) / 127.0
             pq = rne(p / ps[:, None]).to(tl.int8)
             acc += tl.dot(pq, v, out_dtype=tl.int32).to(tl.float32) * (ps[:, None] * vsc)
         else:
@@ -146,7 +146,7 @@ def bwd_tile(
         dp = tl.dot(do16, tl.trans(v16), out_dtype=tl.float32)
     ds = p * (dp - dlt[:, None])
     dmax = tl.max(tl.max(tl.abs(ds), axis=1), axis=0)
-    dss = tl.where(dmax > 0, dmax, 1.0) / 127.0
+    dss = tl.maximum(dmax, 7.888609052210118e-31) / 127.0
     dsq = tl.minimum(tl.maximum(rne(ds / dss), -127.0), 127.0).to(tl.int8)
     return p, dsq, dss
 
@@ -190,7 +190,7 @@ def bwd_dkdv_kernel(
         p, dsq, dss = bwd_tile(q, qs, k, ksc, do16, v16, lse, dlt, rows, keys, Tq, Tk,
                                off, CAUSAL, EMU)  # fmt: skip
         pmax = tl.max(tl.max(p, axis=1), axis=0)
-        ps = tl.where(pmax > 0, pmax, 1.0) / 127.0
+        ps = tl.maximum(pmax, 7.888609052210118e-31) / 127.0
         pq = rne(p / ps).to(tl.int8)
         doq = tl.load(doq_ptr + bh * Tq * D + rows[:, None] * D + cols[None, :],
                       mask=in_q[:, None], other=0)  # fmt: skip

@@ -225,7 +225,7 @@ def _forward(q, k, v, variant, scale, causal, num):
     pv = _PV[variant]
     if pv == 0:
         amax = v.float().abs().amax(-2)  # (B, Hkv, D): one scale per channel
-        vs = torch.where(amax > 0, amax, torch.ones_like(amax)) / _ref.E4M3_MAX
+        vs = amax.clamp_min(_ref.TINY) / _ref.E4M3_MAX
         vq = (v.float() / vs[..., None, :]).to(torch.float8_e4m3fn)
     elif pv == 1:
         vq, vs = quant_int8(v, BLOCK_N)
