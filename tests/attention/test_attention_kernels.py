@@ -16,6 +16,7 @@ pytestmark = pytest.mark.skipif(not kernels.available(), reason="needs Triton (i
 # which the tests check too, so KERNEL_TOL is at least 10x tighter than the numerics.
 KERNEL_TOL = 1e-3
 NUMERICS_MIN = 5e-3
+DEV = "cuda" if torch.cuda.is_available() else "cpu"  # the interpreter runs CPU tensors
 
 
 def _rl2(a, b):
@@ -28,7 +29,7 @@ def _qkv(B, H, Hk, Tq, Tk, D, dtype=torch.float16, seed=0):
     q = torch.randn(B, H, Tq, D, generator=g)
     k = torch.randn(B, Hk, Tk, D, generator=g) + 1.5
     v = torch.randn(B, Hk, Tk, D, generator=g)
-    return q.to(dtype), k.to(dtype), v.to(dtype)
+    return q.to(DEV, dtype), k.to(DEV, dtype), v.to(DEV, dtype)
 
 
 def _expand(x, H):
@@ -36,7 +37,7 @@ def _expand(x, H):
 
 
 def test_quant_kernel_is_bit_exact():
-    x = torch.randn(2, 3, 200, 64).half()
+    x = torch.randn(2, 3, 200, 64).half().to(DEV)
     mean = x.float().mean(-2)
     q, s = kernels.quant_int8(x, 64, mean=mean, mult=0.37)
     deq = q.float() * s.repeat_interleave(64, -1)[..., :200, None]  # (2, 3, 200, 64)
@@ -120,3 +121,13 @@ def test_ops_pass_opcheck():
     delta = (do.float() * o.float()).sum(-1)
     bwd = (qi, qs, ki, ks, v, do, doi, dos, lse, delta, 0, True, 128)
     torch.library.opcheck(torch.ops.tenfold.sage_bwd, bwd)
+
+
+def test_kernels_refuse_cpu_tensors_outside_the_interpreter(monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert not kernels.available()
+    q, k, v = _qkv(1, 1, 1, 64, 64, 64)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        kernels.attention(q, k, v, "int8_train")

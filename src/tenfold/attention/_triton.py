@@ -5,6 +5,8 @@ compute; :mod:`tenfold.attention._ref` is their spec."""
 import triton
 import triton.language as tl
 
+TINY: tl.constexpr = 7.888609052210118e-31  # 2^-100, the floor of every absmax (_ref.TINY)
+
 
 @triton.jit
 def rne(x):
@@ -41,11 +43,46 @@ def quant_kernel(
         x = tl.where(inside, x - mu[None, :], 0.0)
     x = x * mult
     amax = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
-    s = tl.maximum(amax, 7.888609052210118e-31) / 127.0
+    s = tl.maximum(amax, TINY) / 127.0
     q = tl.minimum(tl.maximum(rne(x / s), -127.0), 127.0)
     qp = q_ptr + bh * T * D + rows[:, None] * D + cols[None, :]
     tl.store(qp, q.to(tl.int8), mask=inside)
     tl.store(s_ptr + bh * nblk + pid, s)
+
+
+@triton.jit
+def program_heads(H, REP):
+    # (tile index, batch*head, batch, head, the K/V head it reads under grouped-query attention)
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    return pid, bh, b, h, b * (H // REP) + h // REP
+
+
+@triton.jit
+def load_q_rows(q_ptr, qs_ptr, bh, start, Tq, nqb, D: tl.constexpr, BM: tl.constexpr,
+                QBLK: tl.constexpr):  # fmt: skip
+    # BM rows of INT8 Q from ``start`` with their per-row scales (0 beyond Tq)
+    rows = start + tl.arange(0, BM)
+    cols = tl.arange(0, D)
+    in_q = rows < Tq
+    q = tl.load(q_ptr + bh * Tq * D + rows[:, None] * D + cols[None, :],
+                mask=in_q[:, None], other=0)  # fmt: skip
+    qs = tl.load(qs_ptr + bh * nqb + rows // QBLK, mask=in_q, other=0.0)
+    return rows, cols, in_q, q, qs
+
+
+@triton.jit
+def load_bwd_rows(q_ptr, qs_ptr, do_ptr, lse_ptr, dlt_ptr, bh, b, h, start, Tq, nqb,
+                  sdb, sdh, sdt, sdd, D: tl.constexpr, BM: tl.constexpr, QBLK: tl.constexpr):  # fmt: skip
+    # what the backward needs of BM query rows: INT8 Q and scales, 16-bit dO, LSE, rowsum(dO O)
+    rows, cols, in_q, q, qs = load_q_rows(q_ptr, qs_ptr, bh, start, Tq, nqb, D, BM, QBLK)
+    do16 = tl.load(do_ptr + b * sdb + h * sdh + rows[:, None] * sdt + cols[None, :] * sdd,
+                   mask=in_q[:, None], other=0.0)  # fmt: skip
+    lse = tl.load(lse_ptr + bh * Tq + rows, mask=in_q, other=float("-inf"))
+    dlt = tl.load(dlt_ptr + bh * Tq + rows, mask=in_q, other=0.0)
+    return rows, cols, in_q, q, qs, do16, lse, dlt
 
 
 @triton.jit
@@ -58,17 +95,8 @@ def fwd_kernel(
 ):  # fmt: skip
     # PV: 0 = FP8 (P static 448, V per channel), 1 = INT8 (P per token, V per block),
     # 2 = fp16 P and V
-    pid = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    hk = b * (H // REP) + h // REP
-    rows = pid * BM + tl.arange(0, BM)
-    cols = tl.arange(0, D)
-    in_q = rows < Tq
-    q = tl.load(q_ptr + bh * Tq * D + rows[:, None] * D + cols[None, :],
-                mask=in_q[:, None], other=0)  # fmt: skip
-    qs = tl.load(qs_ptr + bh * nqb + rows // QBLK, mask=in_q, other=0.0)
+    pid, bh, b, h, hk = program_heads(H, REP)
+    rows, cols, in_q, q, qs = load_q_rows(q_ptr, qs_ptr, bh, pid * BM, Tq, nqb, D, BM, QBLK)
     m = tl.full((BM,), float("-inf"), tl.float32)
     l = tl.zeros((BM,), tl.float32)
     acc = tl.zeros((BM, D), tl.float32)
@@ -106,7 +134,7 @@ def fwd_kernel(
             v = tl.load(vp, mask=in_k[:, None], other=0)
             vsc = tl.load(vs_ptr + hk * nkb + start // BN)
             pmax = tl.max(p, axis=1)
-            ps = tl.maximum(pmax, 7.888609052210118e-31) / 127.0
+            ps = tl.maximum(pmax, TINY) / 127.0
             pq = rne(p / ps[:, None]).to(tl.int8)
             acc += tl.dot(pq, v, out_dtype=tl.int32).to(tl.float32) * (ps[:, None] * vsc)
         else:
@@ -146,7 +174,7 @@ def bwd_tile(
         dp = tl.dot(do16, tl.trans(v16), out_dtype=tl.float32)
     ds = p * (dp - dlt[:, None])
     dmax = tl.max(tl.max(tl.abs(ds), axis=1), axis=0)
-    dss = tl.maximum(dmax, 7.888609052210118e-31) / 127.0
+    dss = tl.maximum(dmax, TINY) / 127.0
     dsq = tl.minimum(tl.maximum(rne(ds / dss), -127.0), 127.0).to(tl.int8)
     return p, dsq, dss
 
@@ -159,11 +187,7 @@ def bwd_dkdv_kernel(
     D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, QBLK: tl.constexpr,
     CAUSAL: tl.constexpr, EMU: tl.constexpr,
 ):  # fmt: skip
-    pid = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    hk = b * (H // REP) + h // REP
+    pid, bh, b, h, hk = program_heads(H, REP)
     keys = pid * BN + tl.arange(0, BN)
     cols = tl.arange(0, D)
     in_k = keys < Tk
@@ -178,19 +202,13 @@ def bwd_dkdv_kernel(
     if CAUSAL:
         lo = tl.maximum(pid * BN - off, 0) // BM * BM
     for start in range(lo, Tq, BM):
-        rows = start + tl.arange(0, BM)
-        in_q = rows < Tq
-        q = tl.load(q_ptr + bh * Tq * D + rows[:, None] * D + cols[None, :],
-                    mask=in_q[:, None], other=0)  # fmt: skip
-        qs = tl.load(qs_ptr + bh * nqb + rows // QBLK, mask=in_q, other=0.0)
-        do16 = tl.load(do_ptr + b * sdb + h * sdh + rows[:, None] * sdt + cols[None, :] * sdd,
-                       mask=in_q[:, None], other=0.0)  # fmt: skip
-        lse = tl.load(lse_ptr + bh * Tq + rows, mask=in_q, other=float("-inf"))
-        dlt = tl.load(dlt_ptr + bh * Tq + rows, mask=in_q, other=0.0)
+        rows, cols, in_q, q, qs, do16, lse, dlt = load_bwd_rows(
+            q_ptr, qs_ptr, do_ptr, lse_ptr, dlt_ptr, bh, b, h, start, Tq, nqb,
+            sdb, sdh, sdt, sdd, D, BM, QBLK)  # fmt: skip
         p, dsq, dss = bwd_tile(q, qs, k, ksc, do16, v16, lse, dlt, rows, keys, Tq, Tk,
                                off, CAUSAL, EMU)  # fmt: skip
         pmax = tl.max(tl.max(p, axis=1), axis=0)
-        ps = tl.maximum(pmax, 7.888609052210118e-31) / 127.0
+        ps = tl.maximum(pmax, TINY) / 127.0
         pq = rne(p / ps).to(tl.int8)
         doq = tl.load(doq_ptr + bh * Tq * D + rows[:, None] * D + cols[None, :],
                       mask=in_q[:, None], other=0)  # fmt: skip
@@ -210,21 +228,10 @@ def bwd_dq_kernel(
     D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, QBLK: tl.constexpr,
     CAUSAL: tl.constexpr, EMU: tl.constexpr,
 ):  # fmt: skip
-    pid = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    hk = b * (H // REP) + h // REP
-    rows = pid * BM + tl.arange(0, BM)
-    cols = tl.arange(0, D)
-    in_q = rows < Tq
-    q = tl.load(q_ptr + bh * Tq * D + rows[:, None] * D + cols[None, :],
-                mask=in_q[:, None], other=0)  # fmt: skip
-    qs = tl.load(qs_ptr + bh * nqb + rows // QBLK, mask=in_q, other=0.0)
-    do16 = tl.load(do_ptr + b * sdb + h * sdh + rows[:, None] * sdt + cols[None, :] * sdd,
-                   mask=in_q[:, None], other=0.0)  # fmt: skip
-    lse = tl.load(lse_ptr + bh * Tq + rows, mask=in_q, other=float("-inf"))
-    dlt = tl.load(dlt_ptr + bh * Tq + rows, mask=in_q, other=0.0)
+    pid, bh, b, h, hk = program_heads(H, REP)
+    rows, cols, in_q, q, qs, do16, lse, dlt = load_bwd_rows(
+        q_ptr, qs_ptr, do_ptr, lse_ptr, dlt_ptr, bh, b, h, pid * BM, Tq, nqb,
+        sdb, sdh, sdt, sdd, D, BM, QBLK)  # fmt: skip
     dq = tl.zeros((BM, D), tl.float32)
     hi = Tk
     if CAUSAL:

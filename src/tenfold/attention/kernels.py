@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import torch
 from torch import Tensor
 
+from ..core.triton_util import available, interpret, require, triton_modules
 from . import _ref
 
 __all__ = ["available", "attention", "quant_int8"]
@@ -31,37 +31,12 @@ BWD = _ref.BWD_TILE  # 64x64 backward tiles
 _RNE = 12582912.0  # 1.5 * 2^23: (x + _RNE) - _RNE rounds |x| < 2^22 to nearest even
 
 
-@functools.cache
-def _triton():
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:
-        return None
-    return triton, tl
-
-
-def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def available() -> bool:
-    """True when the kernels can run: Triton imports and a GPU (or the interpreter) is there."""
-    return _triton() is not None and (torch.cuda.is_available() or _interpret())
+_triton = triton_modules
+_interpret = interpret
 
 
 def _require(x: Tensor) -> None:
-    if _triton() is None:
-        raise RuntimeError(
-            "tenfold.attention kernels need Triton (pip install triton); use "
-            "backend='reference' to run the PyTorch reference instead"
-        )
-    if not x.is_cuda and not _interpret():
-        raise RuntimeError(
-            f"tenfold.attention kernels run on CUDA tensors (got {x.device}); set "
-            "TRITON_INTERPRET=1 before anything imports triton to run them on the CPU, or use "
-            "backend='reference'"
-        )
+    require(x, "tenfold.attention")
 
 
 @functools.cache

@@ -106,3 +106,20 @@ def pretrained_lm(point: dict, base, namespace: str, version: int, progress=Fals
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     save_tensors(path, sd, spec)
     return sd
+
+
+def plot_run(ax, result: dict, label: str) -> None:
+    """Draw one run's training loss (a moving average over ~2% of the run, thin) and its
+    validation losses (dots, same colour) on ``ax``; ``result`` has ``curve`` and ``evals``
+    as lists of [step, loss]."""
+    import numpy as np
+
+    c = np.array(result["curve"])
+    if not len(c):
+        return
+    k = max(1, len(c) // 50)
+    sm = np.convolve(c[:, 1], np.ones(k) / k, mode="valid")
+    (line,) = ax.plot(c[k - 1 :, 0], sm, lw=1, alpha=0.6, label=f"{label} (train)")
+    e = np.array(result["evals"])
+    if len(e):
+        ax.plot(e[:, 0], e[:, 1], "o-", color=line.get_color(), ms=3, lw=1.5)

@@ -11,48 +11,23 @@ interpreter (``TRITON_INTERPRET=1``), which is how the tests check them without 
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 from torch import Tensor
 
+from ..core.triton_util import available, interpret, require, triton_modules
 from . import _ref
 from ._ref import QTensor
 
 __all__ = ["available", "quantize", "mixed_gemm"]
 
 
-@functools.cache
-def _triton():
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:
-        return None
-    return triton, tl
-
-
-def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def available() -> bool:
-    """True when the kernels can run: Triton imports and a GPU (or the interpreter) is there."""
-    return _triton() is not None and (torch.cuda.is_available() or _interpret())
+_triton = triton_modules
+_interpret = interpret
 
 
 def _require(x: Tensor) -> None:
-    if _triton() is None:
-        raise RuntimeError(
-            "tenfold.fallback kernels need Triton (pip install triton); use "
-            "FallbackConfig(backend='reference') to run the PyTorch reference instead"
-        )
-    if not x.is_cuda and not _interpret():
-        raise RuntimeError(
-            f"tenfold.fallback kernels run on CUDA tensors (got {x.device}); set "
-            "TRITON_INTERPRET=1 before anything imports triton to run them on the CPU, or use "
-            "backend='reference'"
-        )
+    require(x, "tenfold.fallback")
 
 
 @functools.cache

@@ -28,6 +28,7 @@ from ..core.lm_recipe import (
     build_lm,
     lm_streams,
     lm_trainer,
+    plot_run,
     pretrained_lm,
     val_batches,
     val_loss,
@@ -341,15 +342,7 @@ def _loss_figure(ctx, recs, cfg, title: str, name: str):
         for (m, s), rec in recs.items():
             if m != mlp:
                 continue
-            res = rec["result"]
-            c = np.array(res["curve"])
-            if len(c):
-                k = max(1, len(c) // 50)
-                sm = np.convolve(c[:, 1], np.ones(k) / k, mode="valid")
-                (line,) = ax.plot(c[k - 1 :, 0], sm, lw=1, alpha=0.6, label=f"{_label(s)} (train)")
-                e = np.array(res["evals"])
-                if len(e):
-                    ax.plot(e[:, 0], e[:, 1], "o-", color=line.get_color(), ms=3, lw=1.5)
+            plot_run(ax, rec["result"], _label(s))
         ax.set_title(f"{title}: {'SwiGLU' if mlp == 'swiglu' else 'GELU MLP (control)'}")
         ax.set_xlabel("step")
         ax.set_ylabel("loss (dots: validation)")
