@@ -136,3 +136,16 @@ def test_sdpa_routed_reaches_any_model_and_restores():
     torch.testing.assert_close(out, expect)
     assert not torch.equal(out, ref) and float(cosine(out, ref)) > 0.999
     assert torch.isfinite(lm_out).all()
+
+
+def test_docs_usage_runs_as_written():
+    """The usage block of docs/attention.md runs as written."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "attention.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    ns: dict = {}
+    exec(compile(code, "docs/attention.md", "exec"), ns)
+    assert ns["out"].shape == (2, 8, 256, 64)
+    assert ns["model"].blocks[0].attn.q.weight.grad is not None
+    assert torch.isfinite(ns["logits"]).all()

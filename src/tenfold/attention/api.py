@@ -10,9 +10,11 @@ Where things run:
   ``int8_train`` (forward and backward), fp16/bf16, head dim 64 or 128, no ``attn_mask``.
 * ``backend="reference"``: the exact numerics of :mod:`tenfold.attention._ref` in PyTorch,
   any device, every variant, head dims up to 256, masks. Slow: it measures accuracy.
-* ``backend="auto"``: the kernel where it can serve the call, the reference on the CPU,
-  and PyTorch SDPA with a one-time warning where neither can (``on_unsupported="sdpa"``),
-  or a :class:`UnsupportedAttention` error (``on_unsupported="error"``).
+* ``backend="auto"``: the kernel where it can serve the call; the reference on the CPU and,
+  with a one-time warning, for variants without a kernel (FP4); PyTorch SDPA with a
+  one-time warning where a kernel variant's kernel cannot serve the inputs (fp32, head dim,
+  ``attn_mask``; ``on_unsupported="sdpa"``), or a :class:`UnsupportedAttention` error
+  (``on_unsupported="error"``).
 
 ``variant="auto"`` picks by hardware: ``qk_int8_pv_fp8`` on GPUs with FP8 tensor cores
 (compute capability 8.9 and up), ``qk_int8_pv_fp16`` on other CUDA GPUs, SDPA (with a
@@ -240,8 +242,13 @@ def sageattn(
         return fallback(f"dropout_p={dropout_p} is not supported by quantized attention")
     rep = H // k.shape[1]
     use_kernel = cfg.backend is Backend.TRITON or (
-        cfg.backend is Backend.AUTO and q.device.type == "cuda"
+        cfg.backend is Backend.AUTO and q.device.type == "cuda" and name in KERNEL_VARIANTS
     )
+    if cfg.backend is Backend.AUTO and q.device.type == "cuda" and name not in KERNEL_VARIANTS:
+        _warn_once(
+            f"tenfold.attention: {name} has no kernel on this machine (FP4 needs Blackwell's "
+            "tl.dot_scaled); running its PyTorch reference numerics (slow: for accuracy studies)"
+        )
     if use_kernel:
         why = _kernel_problem(q, name, attn_mask, causal)
         if why is not None:
