@@ -131,3 +131,30 @@ def test_kernels_refuse_cpu_tensors_outside_the_interpreter(monkeypatch):
     q, k, v = _qkv(1, 1, 1, 64, 64, 64)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         kernels.attention(q, k, v, "int8_train")
+
+
+def test_int8_train_kernel_under_torch_compile():
+    # the ops' fake implementations let dynamo trace the autograd function around them
+    q, k, v = _qkv(1, 2, 1, 64, 64, 64, dtype=torch.bfloat16)
+
+    def f(q, k, v):
+        return kernels.attention(q, k, v, "int8_train", causal="bottom_right")
+
+    xs = [t.clone().requires_grad_() for t in (q, k, v)]
+    f(*xs).float().square().sum().backward()
+    cs = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = torch.compile(f, backend="aot_eager", fullgraph=True)(*cs)
+    out.float().square().sum().backward()
+    torch.testing.assert_close(out, f(q, k, v))
+    for a, c in zip(xs, cs):
+        torch.testing.assert_close(a.grad, c.grad)
+
+
+@pytest.mark.parametrize("D", [32, 256])
+def test_reference_covers_head_dims_the_kernels_do_not(D):
+    q, k, v = _qkv(1, 2, 2, 70, 70, D, dtype=torch.float32)
+    o = sageattn(q, k, v, variant="qk_int8_pv_fp8", backend="reference")
+    ex = R.attention_exact(q, k, v)
+    assert (
+        float(torch.nn.functional.cosine_similarity(o.double().flatten(), ex.flatten(), 0)) > 0.999
+    )

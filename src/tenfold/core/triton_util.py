@@ -3,22 +3,27 @@ never imports it), the interpreter switch and the device check with its clear er
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
 from torch import Tensor
 
+_MODULES: tuple | None | bool = False  # False: not looked up yet
 
-@functools.cache
+
 def triton_modules():
-    """(triton, triton.language), or None when Triton is not installed."""
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:
-        return None
-    return triton, tl
+    """(triton, triton.language), or None when Triton is not installed. Memoised by hand, not
+    with functools.cache, so that torch.compile traces the kernel wrappers without warnings."""
+    global _MODULES
+    if _MODULES is False:
+        try:
+            import triton
+            import triton.language as tl
+
+            _MODULES = (triton, tl)
+        except ImportError:
+            _MODULES = None
+    return _MODULES
 
 
 def interpret() -> bool:
