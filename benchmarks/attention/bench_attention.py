@@ -10,7 +10,8 @@ On a GPU (the targets are for an H100/H200), in one run on one card, bf16 inputs
 
 for head dims 64 and 128, causal and not, 1k..32k tokens (batch x tokens = 32k). TOPS count
 ``4 B H S^2 D`` per forward (half of it causal) and 3.5x that with the backward, as the
-baselines in ``shared/BASELINES.md`` do. Beside each speed: the cos-sim of the output
+baselines in ``shared/BASELINES.md`` do; ``vs_base`` is the speed relative to SDPA cuDNN (on
+the CPU: SDPA math). Beside each speed: the cos-sim of the output
 against float64 attention, on the last 512 queries of the first sequence and two heads
 (the rows that see every key). Without a GPU (``--toy`` or the CPU) it times the PyTorch
 reference and SDPA's math path at toy sizes: numerics, not speed.
@@ -57,7 +58,7 @@ def _row(case, D, causal, S, B, ms, flops, base, cos, dev):
         "batch": B,
         "ms": round(ms, 4),
         "TOPS": float(f"{flops / ms / 1e9:.4g}"),
-        "vs_cudnn": round(base / ms, 3) if base else float("nan"),
+        "vs_base": round(base / ms, 3) if base else float("nan"),  # cuDNN on a GPU, math on CPU
         "cos": round(cos, 6),
         "device": dev,
     }
