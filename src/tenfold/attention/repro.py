@@ -31,10 +31,11 @@ from ..core.experiment import Claim, Result, RunContext, experiment
 from ..core.io import load_tensors, save_tensors
 from ..core.lm_recipe import (
     build_lm,
+    fit_run,
     lm_streams,
-    lm_trainer,
     plot_run,
     pretrained_lm,
+    setup_run,
     val_batches,
     val_loss,
 )
@@ -580,36 +581,14 @@ class Train8bitConfig:
 
 def train_run(point: dict) -> dict:
     """One run (a sweep point): pretrain or fine-tune with full or int8_train attention."""
-    torch.manual_seed(point["seed"])
-    base, dom = lm_streams(point)
-    streams = dom if dom is not None else base
-    model = build_lm(point, base.vocab_size)
-    start_val = None
-    val = val_batches(streams.val, point)
-    if dom is not None:
-        model.load_state_dict(pretrained_lm(point, base, "attention", POINT_VERSION))
-        start_val = val_loss(model, val)
+    model, streams, val, start_val = setup_run(point, "attention", POINT_VERSION)
     if point["scheme"] == "int8_train":
         apply_(model, AttentionConfig("int8_train", backend="reference", on_unsupported="error"))
 
     def eval_fn(m, step):
         return {"val_loss": val_loss(m, val)}
 
-    trainer = lm_trainer(model, streams.train, point, point["steps"], eval_fn=eval_fn)
-    diverged = None
-    t0 = time.perf_counter()
-    try:
-        trainer.fit()
-    except FloatingPointError as e:
-        diverged = str(e)
-    return {
-        "curve": [[h["step"], h["loss"]] for h in trainer.history],
-        "evals": [[e["step"], e["val_loss"]] for e in trainer.evals],
-        "final_val": trainer.evals[-1]["val_loss"] if trainer.evals and not diverged else None,
-        "start_val": start_val,
-        "diverged": diverged,
-        "train_seconds": time.perf_counter() - t0,
-    }
+    return {**fit_run(model, streams, point, eval_fn), "start_val": start_val}
 
 
 def _train_points(cfg: Train8bitConfig, seed: int) -> list[dict]:

@@ -123,3 +123,41 @@ def plot_run(ax, result: dict, label: str) -> None:
     e = np.array(result["evals"])
     if len(e):
         ax.plot(e[:, 0], e[:, 1], "o-", color=line.get_color(), ms=3, lw=1.5)
+
+
+def setup_run(point: dict, namespace: str, version: int):
+    """Seed, streams, model and validation batches of one run -> (model, streams, val
+    batches, validation loss before training or None). A fine-tuning point (with ``domain``)
+    starts from :func:`pretrained_lm` and trains on the domain's streams."""
+    torch.manual_seed(point["seed"])
+    base, dom = lm_streams(point)
+    streams = dom if dom is not None else base
+    model = build_lm(point, base.vocab_size)
+    val = val_batches(streams.val, point)
+    start_val = None
+    if dom is not None:
+        model.load_state_dict(pretrained_lm(point, base, namespace, version))
+        start_val = val_loss(model, val)
+    return model, streams, val, start_val
+
+
+def fit_run(model, streams, point: dict, eval_fn) -> dict:
+    """Train ``point["steps"]`` steps with :func:`lm_trainer`; a non-finite loss ends the run
+    as diverged instead of raising. -> curve, evals, final_val (None if diverged), diverged
+    (the error or None), train_seconds."""
+    import time
+
+    trainer = lm_trainer(model, streams.train, point, point["steps"], eval_fn=eval_fn)
+    diverged = None
+    t0 = time.perf_counter()
+    try:
+        trainer.fit()
+    except FloatingPointError as e:
+        diverged = str(e)
+    return {
+        "curve": [[h["step"], h["loss"]] for h in trainer.history],
+        "evals": [[e["step"], e["val_loss"]] for e in trainer.evals],
+        "final_val": trainer.evals[-1]["val_loss"] if trainer.evals and not diverged else None,
+        "diverged": diverged,
+        "train_seconds": time.perf_counter() - t0,
+    }

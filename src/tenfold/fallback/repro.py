@@ -15,7 +15,6 @@ parallel worker processes and a rerun reuses finished ones.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,12 +24,11 @@ import torch
 from .. import __version__
 from ..core.experiment import Claim, Result, RunContext, experiment
 from ..core.lm_recipe import (
-    build_lm,
+    fit_run,
     lm_streams,
-    lm_trainer,
     plot_run,
     pretrained_lm,
-    val_batches,
+    setup_run,
     val_loss,
 )
 from ..core.repro import _plt
@@ -112,16 +110,7 @@ def _channel_absmax(model, batches) -> dict[str, list[float]]:
 
 def train_run(point: dict) -> dict:
     """Train one scheme (a sweep point) -> curves, evals, fallback statistics."""
-    torch.manual_seed(point["seed"])
-    base, dom = lm_streams(point)
-    streams = dom if dom is not None else base
-    model = build_lm(point, base.vocab_size)
-    start_val = None
-    if dom is not None:
-        model.load_state_dict(pretrained_lm(point, base, "fallback", POINT_VERSION))
-    val = val_batches(streams.val, point)
-    if dom is not None:
-        start_val = val_loss(model, val)
+    model, streams, val, start_val = setup_run(point, "fallback", POINT_VERSION)
     qcfg = scheme_config(point["scheme"], point["block"], point["rule"], point["threshold"])
     if qcfg is not None:
         apply_(model, qcfg, skip=SKIP)
@@ -144,27 +133,15 @@ def train_run(point: dict) -> dict:
             reset_fallback_stats(m)
         return {"val_loss": val_loss(m, val)}
 
-    trainer = lm_trainer(model, streams.train, point, point["steps"], eval_fn=eval_fn)
-    diverged = None
-    t0 = time.perf_counter()
-    try:
-        trainer.fit()
-    except FloatingPointError as e:
-        diverged = str(e)
-    secs = time.perf_counter() - t0
+    out = fit_run(model, streams, point, eval_fn)
+    diverged = out["diverged"]
     last = over_time[-2]["step"] if len(over_time) > 1 else 0
-    layers = dict(last_window) if not diverged else {}
-    out = {
-        "curve": [[h["step"], h["loss"]] for h in trainer.history],
-        "evals": [[e["step"], e["val_loss"]] for e in trainer.evals],
-        "final_val": trainer.evals[-1]["val_loss"] if trainer.evals and not diverged else None,
-        "start_val": start_val,
-        "diverged": diverged,
-        "fallback_over_time": over_time,
-        "layers_last_window": layers,
-        "last_window_start": last,
-        "train_seconds": secs,
-    }
+    out.update(
+        start_val=start_val,
+        fallback_over_time=over_time,
+        layers_last_window=dict(last_window) if not diverged else {},
+        last_window_start=last,
+    )
     if point.get("outliers") and not diverged:
         out["channel_absmax"] = _channel_absmax(model, val[:2])
     if point.get("analysis") and not diverged:
