@@ -127,7 +127,7 @@ def _dit(cfg, seed: int, progress: bool):
 
 def capture_dit(cfg, seed: int, progress: bool) -> list[dict]:
     """Q, K, V, dO of every attention layer of the trained DiT on a batch of noised digits
-    (sigmas spread over the EDM range), with dO from the EDM loss."""
+    (sigmas spread over the EDM range), with dO from the (unweighted) denoising loss."""
     net, task, train = _dit(cfg, seed, progress)
     rec = _Recorder()
     set_attention_fn(net, rec)
@@ -521,7 +521,7 @@ def accuracy(cfg: AccuracyConfig, ctx: RunContext) -> Result:
     notes = (
         f"DiT: depth {cfg.dit_depth}, {cfg.n_heads} heads x {cfg.head_dim}, 16x16 digits at "
         f"patch {cfg.dit_patch}, {cfg.dit_steps} EDM steps; inputs: {cfg.capture_batch} noised "
-        f"training digits, dO of the EDM loss. LM: {cfg.lm_layers} layers, {cfg.n_heads} heads x "
+        f"training digits, dO of the denoising loss. LM: {cfg.lm_layers} layers, {cfg.n_heads} heads x "
         f"{cfg.head_dim}, context {cfg.lm_context}, {cfg.lm_steps} steps on {cfg.corpus}; "
         f"inputs: a validation batch, dO of the next-token loss (causal). Synthetic outliers: "
         f"{cfg.synthetic_tokens} tokens, outlier scale {cfg.outlier_scale}; long diffuse: "
