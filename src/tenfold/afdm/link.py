@@ -12,7 +12,7 @@ import numpy as np
 from scipy.special import erfc
 from scipy.stats import norm
 
-from .channel import Paths, apply_channel, effective_matrix
+from .channel import Paths, apply_channel, effective_matrix, random_paths
 from .modem import (
     AFDMParams,
     add_prefix,
@@ -24,7 +24,7 @@ from .modem import (
     remove_prefix,
 )
 
-__all__ = ["BER", "ber_awgn", "simulate_ber", "transmit_frame", "wilson"]
+__all__ = ["BER", "ber_awgn", "simulate_ber", "simulate_mu_ber", "transmit_frame", "wilson"]
 
 
 def _q(x):
@@ -114,5 +114,60 @@ def simulate_ber(
         errors += int((qam_demap_hard(xh, M) != b).sum())
         bits += b.size
         frames += nb
+    lo, hi = wilson(errors, bits)
+    return BER(errors / bits, lo, hi, errors, bits, frames)
+
+
+def simulate_mu_ber(
+    p: AFDMParams,
+    M_qam: int,
+    esn0_db: float,
+    n_antennas: int,
+    n_users: int,
+    max_doppler: float,
+    n_paths: int,
+    max_delay: int,
+    precoder: Callable[[np.ndarray, float, np.random.Generator], np.ndarray],
+    rng: np.random.Generator,
+    target_errors: int = 200,
+    max_frames: int = 2000,
+    min_frames: int = 10,
+    visibility: float | None = None,
+) -> BER:
+    """Multi-user XL-MIMO downlink BER (mean over users). Per frame: a near-field channel
+    of ``n_users`` users (rows scaled to unit norm) on ``n_antennas`` antennas, a precoder
+    ``W = precoder(H, xi, rng)`` (xi = noise variance: the MMSE regularisation at total
+    power K) scaled to ``||W||_F^2 = K``, time-domain precoding of the users' prefixed
+    frames, then each user's own doubly dispersive channel (local scattering: its paths
+    share its spatial signature) and noise. User k knows its temporal channel and its gain
+    ``(H W)_kk`` and detects by LMMSE; residual multi-user interference is not known to it."""
+    from .channel import xlmimo_channel
+
+    k_bits = int(round(math.log2(M_qam)))
+    nv = 10 ** (-esn0_db / 10)
+    K = n_users
+    errors = bits = frames = 0
+    while frames < max_frames and (errors < target_errors or frames < min_frames):
+        H, _ = xlmimo_channel(rng, n_antennas, K, visibility=visibility)
+        H = H / np.sqrt(n_antennas)
+        # the precoder draws from its own stream, so that every precoder sees the same
+        # channels, bits and noise (common random numbers: tight comparisons)
+        W = precoder(H, nv, np.random.default_rng(rng.integers(0, 2**62)))
+        W = W * np.sqrt(K) / np.linalg.norm(W)
+        G = H @ W  # (K, K): what each user receives of each stream
+        b = rng.integers(0, 2, (K, p.N * k_bits))
+        S = transmit_frame(qam_map(b, M_qam), p)  # (K, cp + N)
+        Z = G @ S  # = H (W S): the time-domain precoded antenna signals seen by the users
+        for k in range(K):
+            paths = random_paths(rng, n_paths, max_delay, max_doppler)
+            r = apply_channel(Z[k], paths, p)
+            r = r + (rng.standard_normal(r.shape) + 1j * rng.standard_normal(r.shape)) * (
+                math.sqrt(nv / 2)
+            )
+            Hk = effective_matrix(paths, p) * G[k, k]
+            xh = lmmse_detect(Hk, receive_frame(r, p), nv)
+            errors += int((qam_demap_hard(xh, M_qam) != b[k]).sum())
+        bits += b.size
+        frames += 1
     lo, hi = wilson(errors, bits)
     return BER(errors / bits, lo, hi, errors, bits, frames)
