@@ -26,4 +26,8 @@ def test_every_benchmark_runs_at_toy_size():
         assert f"== {m}" in p.stdout
     assert "attention sdpa causal" in p.stdout
     assert "linear fwd+bwd int8+fallback" in p.stdout
-    assert "attention int8_train fwd+bwd" in p.stdout and "attention sdpa math fwd" in p.stdout
+    assert (
+        "attention int8_train fwd+bwd" in p.stdout
+        and "per-vector rKA" in p.stdout
+        and "attention sdpa math fwd" in p.stdout
+    )

@@ -8,6 +8,7 @@ import numpy as np
 
 __all__ = [
     "normalize_power",
+    "rzf_direct_precode",
     "rka_convergence",
     "rka_precode",
     "rzf_direct",
@@ -32,6 +33,17 @@ def rzf_direct(H: np.ndarray, xi: float) -> np.ndarray:
     Hh = np.conj(np.swapaxes(H, -1, -2))  # (..., M, K)
     G = H @ Hh + xi * np.eye(K)
     return Hh @ np.linalg.solve(G, np.broadcast_to(np.eye(K), G.shape))
+
+
+def rzf_direct_precode(H: np.ndarray, s: np.ndarray, xi: float) -> np.ndarray:
+    """Precoded vectors ``x = H^H (H H^H + xi I)^{-1} s`` by a direct solve per channel,
+    without forming W: H (..., K, M), s (..., K) -> (..., M). The reference of
+    :func:`rka_precode`."""
+    H = _check(H, xi)
+    K = H.shape[-2]
+    G = H @ np.conj(np.swapaxes(H, -1, -2)) + xi * np.eye(K)
+    z = np.linalg.solve(G, np.asarray(s, dtype=np.complex128)[..., None])[..., 0]
+    return np.einsum("...km,...k->...m", np.conj(H), z)
 
 
 def rzf_rka(
