@@ -130,3 +130,15 @@ def test_channels_the_waveform_cannot_serve_raise():
         afdm_params(64, max_delay=4, max_doppler=1, cp_len=2)
     with pytest.raises(ValueError, match="1-D of one length"):
         Paths([1.0, 0.5], [0], [0])
+
+
+def test_docs_usage_runs_as_written():
+    """The usage block of docs/afdm.md runs as written."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "afdm.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    ns: dict = {}
+    exec(compile(code, "docs/afdm.md", "exec"), ns)
+    assert 0 < ns["ber"].ber < ns["ber_ofdm"].ber < 0.1
+    assert ns["x"].shape == (512,)
