@@ -25,3 +25,18 @@ def _hermetic_cache(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``python_docs`` need the Python documentation corpus (Debian's
+    python3-doc); where it is missing they are skipped with the reason and the fix."""
+    from tenfold.core.data import _python_docs_dir
+
+    if _python_docs_dir() is not None:
+        return
+    skip = pytest.mark.skip(
+        reason="Debian's python3-doc is not installed (make install does it when run as root)"
+    )
+    for item in items:
+        if "python_docs" in item.keywords:
+            item.add_marker(skip)

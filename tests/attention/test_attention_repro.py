@@ -11,17 +11,11 @@ from tenfold.attention.repro import (
     forward_accuracy,
     synthetic_outliers,
 )
-from tenfold.core.data import _python_docs_dir
 from tenfold.core.experiment import ConfigError, make_config, run_experiment
-
-needs_corpus = pytest.mark.skipif(
-    _python_docs_dir() is None,
-    reason="Debian's python3-doc is not installed (make install does it when run as root)",
-)
 
 
 @pytest.mark.slow
-@needs_corpus
+@pytest.mark.python_docs
 def test_accuracy_quick(tmp_path):
     res, run_dir = run_experiment("attention/accuracy", "quick", out=tmp_path, progress=False)
     assert len(res.claims) == 6
@@ -52,7 +46,7 @@ def test_sagebwd_on_outlier_inputs_loses_most_in_dq_dk():
 
 
 @pytest.mark.slow
-@needs_corpus
+@pytest.mark.python_docs
 def test_train_8bit_quick(tmp_path):
     res, _ = run_experiment("attention/train-8bit", "quick", out=tmp_path, progress=False)
     ft = next(c for c in res.claims if "fine-tuning" in c.paper)

@@ -5,7 +5,6 @@ import torch
 
 from tenfold.core.data import (
     BPETokenizer,
-    _python_docs_dir,
     lm_batch,
     load_text_corpus,
     select_documents,
@@ -114,10 +113,7 @@ def test_lm_batch_windows_are_next_token_pairs():
         lm_batch(torch.arange(10), 2, 16)
 
 
-@pytest.mark.skipif(
-    _python_docs_dir() is None,
-    reason="Debian's python3-doc is not installed (make install does it as root)",
-)
+@pytest.mark.python_docs
 def test_python_docs_corpus_is_real_english_of_5mb():
     c = load_text_corpus("python-docs")
     assert c.num_bytes >= 5_000_000

@@ -5,18 +5,12 @@ import json
 
 import pytest
 
-from tenfold.core.data import _python_docs_dir
 from tenfold.core.experiment import ConfigError, make_config, run_experiment
 from tenfold.fallback.repro import FallbackRunConfig, scheme_config
 
-needs_corpus = pytest.mark.skipif(
-    _python_docs_dir() is None,
-    reason="Debian's python3-doc is not installed (make install does it when run as root)",
-)
-
 
 @pytest.mark.slow
-@needs_corpus
+@pytest.mark.python_docs
 def test_pretrain_quick_and_resume(tmp_path):
     res, run_dir = run_experiment("fallback/pretrain", "quick", out=tmp_path, progress=False)
     assert len(res.claims) == 3
@@ -58,7 +52,7 @@ def test_pretrain_quick_and_resume(tmp_path):
 
 
 @pytest.mark.slow
-@needs_corpus
+@pytest.mark.python_docs
 def test_finetune_quick(tmp_path):
     res, _ = run_experiment("fallback/finetune", "quick", out=tmp_path, progress=False)
     fb = next(c for c in res.claims if "With fallback" in c.paper)
