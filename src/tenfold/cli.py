@@ -26,13 +26,13 @@ def _fail(msg: str) -> int:
 
 
 def cmd_list(args) -> int:
-    from .core.experiment import METHODS, registry
+    from .core.experiment import all_methods, registry
 
     reg = registry()
     by_method: dict[str, list] = {}
     for e in reg.values():
         by_method.setdefault(e.method, []).append(e)
-    for m in METHODS:
+    for m, _ in all_methods():
         exps = by_method.get(m.key, [])
         tag = f"arXiv {m.arxiv}" if m.arxiv else "core"
         print(f"{m.key:10s} {m.title} ({tag})" + ("" if exps else "  -- not implemented yet"))

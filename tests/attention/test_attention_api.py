@@ -17,7 +17,7 @@ from tenfold.attention import (
 )
 from tenfold.attention import _ref as R
 from tenfold.core.metrics import cosine
-from tenfold.core.transformer import LM, LMConfig
+from tenfold.core.models import LM, LMConfig
 
 
 def _qkv(B=2, H=4, Hk=2, Tq=50, Tk=70, D=64, seed=0):

@@ -19,14 +19,12 @@ from tenfold.core.experiment import ConfigError, make_config, run_experiment
 def test_accuracy_quick(tmp_path):
     res, run_dir = run_experiment("attention/accuracy", "quick", out=tmp_path, progress=False)
     assert len(res.claims) == 6
-    verdict = {c.paper.split(":")[0]: c.verdict.value for c in res.claims}
+    verdict = {c.key: c.verdict.value for c in res.claims}
     # settled at quick scale on every source: NVFP4 beats MXFP4, smoothing Q+K helps, and
     # the 8-bit inference path reaches cos-sim 0.999
-    assert verdict["NVFP4 (E4M3 scale per 16) is more accurate than MXFP4 (E8M0 per 32)"] == (
-        "holds"
-    )
-    assert verdict["Smoothing Q and K makes FP4 attention accurate"] == "holds"
-    assert any(k.startswith("8-bit attention") and v == "holds" for k, v in verdict.items())
+    assert verdict["nvfp4-beats-mxfp4"] == "holds"
+    assert verdict["smoothing-qk"] == "holds"
+    assert verdict["int8-plug-and-play"] == "holds"
     for src in ("dit", "lm"):  # real captured attention: 8-bit is near-lossless, FP4 is not
         assert res.metrics[f"{src}_qk_int8_pv_fp8_cos"] > 0.999
         assert res.metrics[f"{src}_fp4_nvfp4_cos"] < res.metrics[f"{src}_qk_int8_pv_fp8_cos"]
@@ -49,7 +47,7 @@ def test_sagebwd_on_outlier_inputs_loses_most_in_dq_dk():
 @pytest.mark.python_docs
 def test_train_8bit_quick(tmp_path):
     res, _ = run_experiment("attention/train-8bit", "quick", out=tmp_path, progress=False)
-    ft = next(c for c in res.claims if "fine-tuning" in c.paper)
+    ft = res.claim("finetune-lossless")
     assert ft.verdict.value == "holds", ft.measured
     assert res.metrics["pretrain_full_val_loss"] < 7.0  # learned something: ln(2048) = 7.6
     assert res.metrics["pretrain_int8_train_val_loss"] < 7.0

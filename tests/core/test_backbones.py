@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from tenfold.core.data import CaptionTokenizer, digit_captions
 from tenfold.core.diffusion import EDMPrecond, heun_sample
-from tenfold.core.transformer import (
+from tenfold.core.models import (
     BACKBONES,
     MMDiTConfig,
     PixArtConfig,
@@ -131,7 +131,7 @@ def test_pluggable_kernel_reaches_every_attention(family):
         calls.append(1)
         return F.scaled_dot_product_attention(q, k, v, **kw)
 
-    n = set_attention_fn(net, kernel)
+    n = len(set_attention_fn(net, kernel))
     torch.testing.assert_close(net(x, t, y), ref)
     assert n >= net.config.depth and len(calls) == n
 

@@ -90,7 +90,7 @@ def test_backbones_digits_caption_models_learn(tmp_path):
     )
     rows = {r["backbone"]: r for r in result.tables["backbones"]}
     from tenfold.core.data import load_digits
-    from tenfold.core.metrics import digits_classifier
+    from tenfold.core.tasks import digits_classifier
 
     clf, _ = digits_classifier(8)
     fd_mirrored = clf.fd(

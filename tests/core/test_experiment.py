@@ -40,8 +40,8 @@ def toy_experiment():
         return E.Result(
             metrics={"n": cfg.n, "half": cfg.n * cfg.scale / 2, "inf": float("inf")},
             claims=[
-                E.Claim.check("n is positive", f"n = {cfg.n}", cfg.n > 0),
-                E.Claim.check("undecided", "?", None),
+                E.Claim.check("positive", "n is positive", f"n = {cfg.n}", cfg.n > 0),
+                E.Claim.check("undecided", "undecided", "?", None),
             ],
             tables={"rows": [{"i": i, "sq": i * i} for i in range(cfg.n)]},
         )
@@ -85,9 +85,24 @@ def test_config_validation_becomes_config_error():
         E.make_config(ToyConfig, {"n": 0})
 
 
-def test_registration_checks_presets_and_names():
-    with pytest.raises(ValueError, match="known method"):
-        E.experiment("nomethod/x", ToyConfig, {"quick": {}, "full": {}}, "")
+def test_registration_checks_presets_and_names(monkeypatch):
+    with pytest.raises(ValueError, match="<method>/<what>"):
+        E.experiment("no-slash", ToyConfig, {"quick": {}, "full": {}}, "")
+
+    def fn(cfg, ctx):
+        return E.Result()
+
+    fn.__module__ = "tenfold.mup.repro"  # an experiment must live in its method's package
+    with pytest.raises(ValueError, match="must be defined in tenfold.core"):
+        E.experiment("core/x", ToyConfig, {"quick": {}, "full": {}}, "")(fn)
+    # an experiment of a method that no package declares is refused when the registry loads
+    monkeypatch.setattr(E, "_LOADED", False)
+    E.experiment("nomethod/x", ToyConfig, {"quick": {}, "full": {}}, "")(lambda c, x: None)
+    try:
+        with pytest.raises(ValueError, match="no declared method"):
+            E.registry()
+    finally:
+        E._REGISTRY.pop("nomethod/x")
     with pytest.raises(ValueError, match="missing"):
         E.experiment("core/x", ToyConfig, {"quick": {}}, "")
     with pytest.raises(E.ConfigError, match="unknown field"):
@@ -127,11 +142,14 @@ def test_report_lists_all_methods_and_embeds_results(toy_experiment, tmp_path):
     assert results["core/_toy"]["_dir"] == second  # the latest run wins
     assert len(skipped) == 1 and "broken" in skipped[0]
     page = render_report(results, skipped)
-    for m in E.METHODS:
+    table = E.all_methods()
+    assert len(table) == 11  # core and the ten papers, implemented or not
+    for m, _ in table:
         assert f"<td>{m.key}</td>" in page or f"href='#{m.key}'" in page
     implemented = {e.method for e in E.registry().values()}
     assert {"core", "mup"} <= implemented
-    assert page.count("not implemented yet") == len(E.METHODS) - len(implemented)
+    assert {m.key for m, done in table if done} == implemented
+    assert page.count("not implemented yet") == len(table) - len(implemented)
     assert "data:image/png;base64," in page and "class='holds'" in page
     assert "tenfold run core/_toy --preset full" in page
     path = write_report(tmp_path / "runs", tmp_path / "report")

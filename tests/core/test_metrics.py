@@ -4,10 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tenfold.core.data import load_digits
 from tenfold.core.metrics import (
     cosine,
-    digits_classifier,
     frechet_distance,
     psnr,
     rel_l1,
@@ -53,36 +51,3 @@ def test_sliced_wasserstein():
     )
     with pytest.raises(ValueError):
         sliced_wasserstein(x, torch.zeros(4, 3))
-
-
-def test_digits_classifier_is_accurate_cached_and_deterministic(tmp_path, monkeypatch):
-    net, acc = digits_classifier(8)
-    assert acc > 0.97  # measured 0.994 on the 359 validation digits
-    net2, acc2 = digits_classifier(8)  # from the cache
-    assert acc2 == acc
-    assert all(
-        torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values())
-    )
-    va, tr = load_digits("val"), load_digits("train")
-    fd_real = net.fd(va.images, tr.images)
-    fd_noise = net.fd(torch.rand_like(va.images) * 2 - 1, tr.images)
-    assert fd_real < 0.1 * fd_noise
-
-
-def test_damaged_classifier_cache_is_retrained(monkeypatch, tmp_path):
-    monkeypatch.setenv("TENFOLD_CACHE", str(tmp_path))
-    from tenfold.core import metrics
-
-    calls = []
-    real = metrics._train_classifier
-
-    def counting(size, **kw):
-        calls.append(size)
-        return real(size, epochs=1)
-
-    monkeypatch.setattr(metrics, "_train_classifier", counting)
-    digits_classifier(8)
-    path = next(tmp_path.glob("digits-classifier-*.safetensors"))
-    path.write_bytes(path.read_bytes()[:100])
-    digits_classifier(8)
-    assert calls == [8, 8]

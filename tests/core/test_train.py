@@ -282,7 +282,7 @@ def test_load_weights_takes_the_ema_copy(tmp_path):
 
 
 def test_checkpoint_of_a_model_with_tied_weights(tmp_path):
-    from tenfold.core.transformer import LM, LMConfig
+    from tenfold.core.models import LM, LMConfig
 
     lm = LM(LMConfig(vocab_size=20, block_size=8, n_layer=1, n_heads=2, head_dim=8))
     idx = torch.randint(0, 20, (64, 8))

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from tenfold.core.metrics import sqnr
-from tenfold.core.transformer import LM, LMConfig
+from tenfold.core.models import LM, LMConfig
 from tenfold.fallback import (
     SCHEMES,
     FallbackConfig,

@@ -20,8 +20,8 @@ def test_pretrain_quick_and_resume(tmp_path):
     )
     # quick-scale findings, pinned: with fallback the loss stays within 1% of fp32 at a
     # rate of a few percent, and so does plain block INT8 on the GELU control
-    fb = next(c for c in res.claims if "With fallback" in c.paper)
-    ctrl = next(c for c in res.claims if "Control" in c.paper)
+    fb = res.claim("fallback-matches-full")
+    ctrl = res.claim("gelu-control")
     assert fb.verdict.value == "holds" and ctrl.verdict.value == "holds", (
         fb.measured,
         ctrl.measured,
@@ -55,7 +55,7 @@ def test_pretrain_quick_and_resume(tmp_path):
 @pytest.mark.python_docs
 def test_finetune_quick(tmp_path):
     res, _ = run_experiment("fallback/finetune", "quick", out=tmp_path, progress=False)
-    fb = next(c for c in res.claims if "With fallback" in c.paper)
+    fb = res.claim("fallback-matches-full")
     assert fb.verdict.value == "holds", fb.measured
     rows = res.tables["schemes"]
     before = float(rows[0]["val before fine-tune"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tenfold.core.transformer import BACKBONES
+from tenfold.core.models import BACKBONES
 from tenfold.mup import MuPConfig
 from tenfold.mup.coord import coord_check, log_slope
 

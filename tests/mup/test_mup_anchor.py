@@ -6,7 +6,7 @@ the same init, the same learning rate and weight decay, and the same readout out
 import pytest
 import torch
 
-from tenfold.core.transformer import DIT_MODELS, DiT, DiTConfig
+from tenfold.core.models import DIT_MODELS, DiT, DiTConfig
 from tenfold.mup import MuPConfig, parametrize_
 
 mup = pytest.importorskip("mup", reason="mup 1.0.0 is installed by `make test`")

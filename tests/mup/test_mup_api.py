@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tenfold.core.io import load_tensors, save_tensors
-from tenfold.core.transformer import BACKBONES
+from tenfold.core.models import BACKBONES
 from tenfold.mup import MuPConfig, MuReadout, Role, param_table, parametrize_, readout_modules
 
 PRESET = {"dit": "DiT-Digits/2", "uvit": "U-ViT-Digits/2", "pixart": "PixArt-Digits/2",

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tenfold.core.transformer import BACKBONES
+from tenfold.core.models import BACKBONES
 from tenfold.mup import MuPConfig, parametrize_
 
 CFG = MuPConfig(base_width=32, readout_mult=2.0)

@@ -31,8 +31,8 @@ def test_lr_transfer_quick_and_resume(tmp_path):
     assert len(sweep) == 3 * 6 * 2 + 2  # one file per point, plus the two transfer runs
     # quick-scale findings, pinned: the muP optimum moves <= 1 step and SP's more; the wide
     # muP model beats SP at AdamW 1e-4 (N > 1)
-    a = next(c for c in res.claims if "optimal LR" in c.paper)
-    c = next(c for c in res.claims if "times faster" in c.paper)
+    a = res.claim("dit-lr-stable")
+    c = res.claim("dit-speedup")
     assert a.verdict.value == "holds" and c.verdict.value == "holds", (a.measured, c.measured)
     assert res.metrics["dit_speedup_N"] > 1
     # rerun: every point is reused, nothing retrained, same numbers

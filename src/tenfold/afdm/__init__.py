@@ -8,6 +8,7 @@ regularised zero forcing, directly or by randomized Kaczmarz. NumPy/SciPy only.
     ber = simulate_ber(p, 4, 12.0, lambda rng: random_paths(rng, 4, 8, 2.0), rng)
 """
 
+from ..core.experiment import MethodInfo
 from .channel import (
     Paths,
     apply_channel,
@@ -41,7 +42,15 @@ from .precoding import (
     rzf_rka,
 )
 
+METHOD = MethodInfo(
+    "afdm",
+    "2503.10525",
+    "AFDM XL-MIMO",
+    "affine-frequency-division multiplexing with randomized-Kaczmarz precoding",
+)
+
 __all__ = [
+    "METHOD",
     "BER",
     "AFDMParams",
     "Paths",

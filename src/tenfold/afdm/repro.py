@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.experiment import Claim, Result, RunContext, experiment
-from ..core.repro import _plt
+from ..core.tasks.plotting import pyplot
 from .channel import doppler_from_speed, random_paths
 from .link import simulate_ber
 from .modem import afdm_params, ofdm_params
@@ -58,7 +58,7 @@ class BerMobilityConfig:
 
 
 def _curves_figure(ctx, cfg, res):
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(cfg.speeds_kmh), figsize=(4.6 * len(cfg.speeds_kmh), 4),
                              squeeze=False, sharey=True)  # fmt: skip
     for ax, v in zip(axes[0], cfg.speeds_kmh):
@@ -141,6 +141,7 @@ def ber_mobility(cfg: BerMobilityConfig, ctx: RunContext) -> Result:
     )
     claims = [
         Claim.check(
+            "high-doppler",
             f"AFDM's BER beats OFDM's under high Doppler ({vmax:g} km/h)",
             "; ".join(fmt(vmax, s) for s in cfg.esn0_db),
             better,
@@ -148,6 +149,7 @@ def ber_mobility(cfg: BerMobilityConfig, ctx: RunContext) -> Result:
             "highest",
         ),
         Claim.check(
+            "zero-doppler",
             f"At zero Doppler ({v0:g} km/h) AFDM matches OFDM",
             "; ".join(fmt(v0, s) for s in cfg.esn0_db),
             overlap,
@@ -348,6 +350,7 @@ def xlmimo_rka(cfg: XLMIMOConfig, ctx: RunContext) -> Result:
         )
         ok = False
     claims.append(Claim.check(
+        "rka-budget",
         "rKA reaches within 0.5 dB of direct RZF at a budget well below the direct cost",
         measured, ok,
         "well below = under half the direct flops, both for the precoder matrix and per vector",
@@ -357,6 +360,7 @@ def xlmimo_rka(cfg: XLMIMOConfig, ctx: RunContext) -> Result:
         grow_r = conv[-1]["flops rKA (per vector, tol)"] / conv[0]["flops rKA (per vector, tol)"]
         grow_d = conv[-1]["flops direct (per vector)"] / conv[0]["flops direct (per vector)"]
         claims.append(Claim.check(
+            "rka-cost-scaling",
             "rKA's precoding cost grows far slower with the number of antennas than the direct solve",
             f"M {conv[0]['M']} -> {conv[-1]['M']}: rKA steps to rel. error {cfg.convergence_tol:g} "
             f"{conv[0]['rKA steps to rel. error <= tol']} -> {conv[-1]['rKA steps to rel. error <= tol']}; "
@@ -367,6 +371,7 @@ def xlmimo_rka(cfg: XLMIMOConfig, ctx: RunContext) -> Result:
     hi = max(cfg.esn0_db)
     a, o = res[("AFDM", "direct", hi)], res[("OFDM", "direct", hi)]
     claims.append(Claim.check(
+        "xlmimo-mobility",
         f"With user mobility ({cfg.speed_kmh:g} km/h) XL-MIMO-AFDM beats XL-MIMO-OFDM",
         f"BER at {hi:g} dB with direct RZF: AFDM {a.ber:.2e} [{a.low:.1e}, {a.high:.1e}] vs "
         f"OFDM {o.ber:.2e} [{o.low:.1e}, {o.high:.1e}]",
@@ -406,7 +411,7 @@ def _timeit(fn, repeats: int) -> float:
 
 
 def _mu_figure(ctx, cfg, res, schemes):
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for wf, _, name, _ in schemes:
         pts = [(s, res[(wf, name, s)].ber) for s in cfg.esn0_db if res[(wf, name, s)].errors]
@@ -425,7 +430,7 @@ def _mu_figure(ctx, cfg, res, schemes):
 
 
 def _cost_figure(ctx, comp):
-    plt = _plt()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     Ms = [r["M"] for r in comp]
     for key, style in (("flops direct (precoder)", "o-"), ("flops rKA (precoder, tol)", "o--"),

@@ -7,6 +7,7 @@ for inference and 8-bit attention for training, as a drop-in for
     apply_(model, AttentionConfig(variant="int8_train"))
 """
 
+from ..core.experiment import MethodInfo
 from ._ref import VARIANTS, Numerics
 from .api import (
     AttentionConfig,
@@ -20,7 +21,15 @@ from .api import (
     sdpa_routed,
 )
 
+METHOD = MethodInfo(
+    "attention",
+    "2505.11594",
+    "SageAttention3 + SageBwd",
+    "FP4/INT8/FP8 attention for inference, 8-bit attention for training",
+)
+
 __all__ = [
+    "METHOD",
     "VARIANTS",
     "AttentionConfig",
     "Backend",

@@ -327,7 +327,7 @@ def apply_(model: nn.Module, cfg: AttentionConfig, filter_fn=None) -> int:
             n += 1
     if n == 0:
         raise ValueError(
-            "apply_ found no attention module with an attn_fn (tenfold.core.transformer's "
+            "apply_ found no attention module with an attn_fn (tenfold.core.models's "
             "Attention/CrossAttention/JointAttention); for other models use sdpa_routed()"
         )
     return n

@@ -15,8 +15,6 @@ accuracy, not speed).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, replace
 
@@ -28,22 +26,22 @@ from .. import __version__
 from ..core.data import load_digits
 from ..core.diffusion import EDMPrecond
 from ..core.experiment import Claim, Result, RunContext, experiment
-from ..core.io import load_tensors, save_tensors
-from ..core.lm_recipe import (
+from ..core.io import cached_state
+from ..core.models import BACKBONES, set_attention_fn
+from ..core.sweep import point_key, run_sweep
+from ..core.tasks.digits import DigitsTask
+from ..core.tasks.lm import (
+    LMRunSpec,
     build_lm,
     fit_run,
     lm_streams,
-    plot_run,
     pretrained_lm,
     setup_run,
     val_batches,
     val_loss,
 )
-from ..core.metrics import cache_dir
-from ..core.repro import DigitsTask, _plt
-from ..core.sweep import point_key, run_sweep
+from ..core.tasks.plotting import plot_run, pyplot
 from ..core.train import TrainConfig, Trainer
-from ..core.transformer import BACKBONES, set_attention_fn
 from . import _ref as R
 from .api import AttentionConfig, apply_
 
@@ -70,16 +68,6 @@ class _Recorder:
         if out.requires_grad:
             out.register_hook(lambda g, rec=rec: rec.__setitem__("do", g.detach().clone()))
         return out
-
-
-def _cached_state(name: str, spec: dict, build) -> dict:
-    h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir() / "attention" / f"{name}-{h}.safetensors"
-    if path.exists():
-        return load_tensors(path)[0]
-    sd = build()
-    save_tensors(path, sd, spec)
-    return sd
 
 
 def _dit(cfg, seed: int, progress: bool):
@@ -109,7 +97,7 @@ def _dit(cfg, seed: int, progress: bool):
             desc="DiT on digits (fp32)",
         )
         Trainer(net, task.loss, (train.images, train.labels), tcfg).fit()
-        return {k: v.clone() for k, v in net.state_dict().items()}
+        return net.state_dict()
 
     spec = dict(
         model="dit",
@@ -121,7 +109,7 @@ def _dit(cfg, seed: int, progress: bool):
         seed=seed,
         v=POINT_VERSION,
     )
-    net.load_state_dict(_cached_state("dit", spec, build))
+    net.load_state_dict(cached_state("attention", spec, build, name="dit"))
     return net, task, train
 
 
@@ -145,11 +133,11 @@ def capture_dit(cfg, seed: int, progress: bool) -> list[dict]:
 def capture_lm(cfg, seed: int, progress: bool) -> list[dict]:
     """Q, K, V, dO of every attention layer of the LM pretrained on the Python docs, on a
     validation batch, with dO from the next-token loss."""
-    point = _lm_point(cfg, seed)
-    base, _ = lm_streams(point)
-    model = build_lm(point, base.vocab_size)
-    model.load_state_dict(pretrained_lm(point, base, "attention", POINT_VERSION, progress))
-    x, t = val_batches(base.val, dict(point, batch_size=cfg.capture_batch))[0]
+    spec = _lm_spec(cfg, seed)
+    base, _ = lm_streams(spec)
+    model = build_lm(spec, base.vocab_size)
+    model.load_state_dict(pretrained_lm(spec, base, "attention", POINT_VERSION, progress))
+    x, t = val_batches(base.val, replace(spec, batch_size=cfg.capture_batch))[0]
     rec = _Recorder()
     set_attention_fn(model, rec)
     model(x, t)[1].backward()
@@ -304,10 +292,10 @@ class AccuracyConfig:
             raise ValueError("outlier_scale and long_score_std must be > 0")
 
 
-def _lm_point(cfg, seed: int) -> dict:
-    return dict(
+def _lm_spec(cfg, seed: int) -> LMRunSpec:
+    """The LM whose attention is captured: pretrained ``lm_steps`` steps (no run after)."""
+    return LMRunSpec(
         corpus=cfg.corpus,
-        domain="",
         vocab_size=cfg.vocab_size,
         block_size=cfg.lm_context,
         n_layer=cfg.lm_layers,
@@ -318,13 +306,14 @@ def _lm_point(cfg, seed: int) -> dict:
         lr=3e-3,
         pretrain_steps=cfg.lm_steps,
         seed=seed,
+        steps=0,
         eval_every=0,
         eval_batches=1,
     )
 
 
 def _bar_figure(ctx, table: dict, rows: list[str], title: str, name: str):
-    plt = _plt()
+    plt = pyplot()
     srcs = list(table)
     fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(rows) + 3), 4))
     w = 0.8 / len(srcs)
@@ -404,6 +393,7 @@ def accuracy(cfg: AccuracyConfig, ctx: RunContext) -> Result:
 
     claims = [
         Claim.check(
+            "nvfp4-beats-mxfp4",
             "NVFP4 (E4M3 scale per 16) is more accurate than MXFP4 (E8M0 per 32): cos-sim "
             "99.52% vs 98.37% on CogVideoX",
             per_src(
@@ -415,6 +405,7 @@ def accuracy(cfg: AccuracyConfig, ctx: RunContext) -> Result:
             "holds when NVFP4 beats MXFP4 on every source",
         ),
         Claim.check(
+            "two-level-p",
             "Two-level quantization of P beats direct FP4 quantization: 99.52% vs 93.32%",
             per_src(
                 lambda s: (
@@ -426,6 +417,7 @@ def accuracy(cfg: AccuracyConfig, ctx: RunContext) -> Result:
             "holds when two-level wins on every source",
         ),
         Claim.check(
+            "smoothing-qk",
             "Smoothing Q and K makes FP4 attention accurate: cos-sim 0.996 vs 0.916 without",
             per_src(
                 lambda s: (
@@ -441,6 +433,7 @@ def accuracy(cfg: AccuracyConfig, ctx: RunContext) -> Result:
             "holds when Q+K beats none and is no worse than K alone, on every source",
         ),
         Claim.check(
+            "int8-plug-and-play",
             "8-bit attention (INT8 QK, FP8 PV; SageAttention2) is accurate enough for "
             "plug-and-play inference: cos-sim >= 0.999",
             per_src(
@@ -453,6 +446,7 @@ def accuracy(cfg: AccuracyConfig, ctx: RunContext) -> Result:
             "every layer of every source >= 0.999",
         ),
         Claim.check(
+            "sagebwd-gradients",
             "SageBwd: O and dV stay accurate (0.997, 0.999) while dQ and dK lose most "
             "(0.966, 0.954)",
             per_src(
@@ -468,6 +462,7 @@ def accuracy(cfg: AccuracyConfig, ctx: RunContext) -> Result:
             "holds when min(O, dV) >= min(dQ, dK) on every source",
         ),
         Claim.check(
+            "dp-16bit",
             "Keeping dP = dO V^T in 16-bit matters: quantizing it hurts dQ and dK",
             per_src(
                 lambda s: (
@@ -582,18 +577,20 @@ class Train8bitConfig:
 
 def train_run(point: dict) -> dict:
     """One run (a sweep point): pretrain or fine-tune with full or int8_train attention."""
-    model, streams, val, start_val = setup_run(point, "attention", POINT_VERSION)
+    spec = LMRunSpec.from_point(point)
+    model, streams, val, start_val = setup_run(spec, "attention", POINT_VERSION)
     if point["scheme"] == "int8_train":
         apply_(model, AttentionConfig("int8_train", backend="reference", on_unsupported="error"))
 
     def eval_fn(m, step):
         return {"val_loss": val_loss(m, val)}
 
-    return {**fit_run(model, streams, point, eval_fn), "start_val": start_val}
+    return {**fit_run(model, streams, spec, eval_fn).as_dict(), "start_val": start_val}
 
 
 def _train_points(cfg: Train8bitConfig, seed: int) -> list[dict]:
-    common = dict(
+    """Sweep points: an LMRunSpec per run plus the phase, the attention scheme and versions."""
+    base = LMRunSpec(
         corpus=cfg.corpus,
         vocab_size=cfg.vocab_size,
         n_layer=cfg.n_layer,
@@ -605,32 +602,26 @@ def _train_points(cfg: Train8bitConfig, seed: int) -> list[dict]:
         eval_every=cfg.eval_every,
         eval_batches=cfg.eval_batches,
         seed=seed,
-        v=POINT_VERSION,
-        tenfold=__version__,
     )
+    tag = dict(v=POINT_VERSION, tenfold=__version__)
     pts = []
     for scheme in ("full", "int8_train"):
         for i in range(cfg.pretrain_seeds):
-            pts.append(
-                dict(common, phase="pretrain", scheme=scheme, steps=cfg.steps, lr=cfg.lr,
-                     seed=seed + i)
-            )  # fmt: skip
-        pts.append(
-            dict(
-                common,
-                phase="finetune",
-                scheme=scheme,
-                domain=cfg.domain,
-                pretrain_steps=cfg.pretrain_steps,
-                steps=cfg.finetune_steps,
-                lr=cfg.finetune_lr,
-            )
+            spec = replace(base, steps=cfg.steps, lr=cfg.lr, seed=seed + i)
+            pts.append(spec.point(phase="pretrain", scheme=scheme, **tag))
+        spec = replace(
+            base,
+            domain=cfg.domain,
+            pretrain_steps=cfg.pretrain_steps,
+            steps=cfg.finetune_steps,
+            lr=cfg.finetune_lr,
         )
+        pts.append(spec.point(phase="finetune", scheme=scheme, **tag))
     return pts
 
 
 def _curves_figure(ctx, recs: dict, name: str):
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for ax, phase in zip(axes, ("pretrain", "finetune")):
         for scheme, label in (("full", "full precision"), ("int8_train", "int8_train (SageBwd)")):
@@ -678,9 +669,9 @@ def train_8bit(cfg: Train8bitConfig, ctx: RunContext) -> Result:
         for p in points:
             (cache / f"{point_key(p)}.json").unlink(missing_ok=True)
     ctx.log(f"tokenizing {cfg.corpus} (cached after the first run)")
-    ft = next(p for p in points if p["phase"] == "finetune")
+    ft = LMRunSpec.from_point(next(p for p in points if p["phase"] == "finetune"))
     base, _ = lm_streams(ft)
-    lm_streams(points[0])
+    lm_streams(LMRunSpec.from_point(points[0]))
     ctx.log(f"pretraining the full-precision base model ({cfg.pretrain_steps} steps, cached)")
     pretrained_lm(ft, base, "attention", POINT_VERSION, ctx.progress)
     recs_l = run_sweep(train_run, points, cache, cfg.workers or None, ctx.progress, "8-bit runs")
@@ -705,6 +696,7 @@ def train_8bit(cfg: Train8bitConfig, ctx: RunContext) -> Result:
     rel = None if a is None or b is None else (b - a) / a
     claims.append(
         Claim.check(
+            "finetune-lossless",
             "8-bit attention (SageBwd) is lossless in fine-tuning",
             "diverged"
             if rel is None
@@ -736,6 +728,7 @@ def train_8bit(cfg: Train8bitConfig, ctx: RunContext) -> Result:
     )  # fmt: skip
     claims.append(
         Claim.check(
+            "pretrain-slower",
             "8-bit attention converges slower than full precision in pretraining",
             measured,
             ok,

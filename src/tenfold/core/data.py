@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .io import CheckpointError, atomic_write_text, cache_dir, load_tensors, save_tensors
+
 __all__ = [
     "ImageData",
     "load_digits",
@@ -408,8 +410,6 @@ class BPETokenizer:
         return self._tok.decode(list(ids))
 
     def save(self, path: str | os.PathLike) -> None:
-        from tenfold.core.io import atomic_write_text
-
         atomic_write_text(path, self._tok.to_str())
 
     @classmethod
@@ -506,10 +506,8 @@ def token_streams(
     ``include``/``exclude`` are globs on document names (e.g. ``"whatsnew/*"``). The
     tokenizer is trained on the training documents, unless one is passed (to tokenize a
     second domain with the first one's vocabulary). Tokenizer and streams are cached in
-    :func:`tenfold.core.metrics.cache_dir` under the corpus' content hash.
+    :func:`tenfold.core.io.cache_dir` under the corpus' content hash.
     """
-    from tenfold.core.io import CheckpointError, load_tensors, save_tensors
-    from tenfold.core.metrics import cache_dir
 
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")

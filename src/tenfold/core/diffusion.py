@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +39,11 @@ class EDMConfig:
     P_mean: float = -1.2
     P_std: float = 1.2
     rho: float = 7.0
+    # How the squared error is reduced over the C*H*W elements of each sample: "mean"
+    # (default; the loss stays O(1) at any resolution, so one LR and grad-clip threshold fit
+    # every image size) or "sum" (NVlabs/edm's training loss, C*H*W times larger: it matters
+    # for gradient clipping and for optimisers that are not scale-invariant, unlike Adam).
+    loss_reduction: Literal["mean", "sum"] = "mean"
 
     def __post_init__(self):
         if not 0 < self.sigma_min < self.sigma_max:
@@ -46,6 +52,10 @@ class EDMConfig:
             )
         if self.sigma_data <= 0 or self.P_std <= 0 or self.rho <= 0:
             raise ValueError("EDMConfig: sigma_data, P_std and rho must be > 0")
+        if self.loss_reduction not in ("mean", "sum"):
+            raise ValueError(
+                f"EDMConfig.loss_reduction must be 'mean' or 'sum', got {self.loss_reduction!r}"
+            )
 
 
 class EDMPrecond(nn.Module):
@@ -53,6 +63,9 @@ class EDMPrecond(nn.Module):
 
     c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2),
     c_in = 1 / sqrt(sigma^2 + sd^2), c_noise = ln(sigma) / 4.
+
+    A backbone built with ``learn_sigma=True`` (DiT's variance channels, twice the input
+    channels) has its variance channels dropped: EDM has no use for them.
     """
 
     def __init__(self, net: nn.Module, sigma_data: float = 0.5):
@@ -70,7 +83,15 @@ class EDMPrecond(nn.Module):
         c_out = s * sd / (s**2 + sd**2).sqrt()
         c_in = 1 / (s**2 + sd**2).sqrt()
         c_noise = sigma.log() / 4  # (B,)
-        F_x = self.net((c_in * x).to(x.dtype), c_noise, y)  # (B, C, H, W)
+        F_x = self.net((c_in * x).to(x.dtype), c_noise, y)  # (B, C_out, H, W)
+        if F_x.shape[1] != x.shape[1]:
+            learn_sigma = getattr(getattr(self.net, "config", None), "learn_sigma", False)
+            if not (learn_sigma and F_x.shape[1] == 2 * x.shape[1]):
+                raise ValueError(
+                    f"the network returned {F_x.shape[1]} channels for an input of "
+                    f"{x.shape[1]}: EDM needs the same number"
+                )
+            F_x = F_x[:, : x.shape[1]]  # (B, C, H, W): the mean; the variance channels go
         return c_skip * x + c_out * F_x.to(torch.float32)  # (B, C, H, W)
 
 
@@ -95,10 +116,12 @@ def denoising_loss(
     noise: Tensor,
     y: Tensor | None = None,
     weight: Tensor | None = None,
+    reduction: str = "mean",
 ) -> Tensor:
     """Per-sample weighted denoising loss -> (B,).
 
-    ``weight(sigma) * mean_over_pixels ||D(x0 + sigma n; sigma, y) - x0||^2``. With the EDM
+    ``weight(sigma) * mean_over_pixels ||D(x0 + sigma n; sigma, y) - x0||^2`` (the sum over
+    the pixels with ``reduction="sum"``, as NVlabs/edm). With the EDM
     weight and log-normal sigmas this is EDM's training loss; with an ELBO weighting it is the
     ELBO surrogate that DDO uses as a log-likelihood.
     """
@@ -106,7 +129,10 @@ def denoising_loss(
         raise ValueError(f"noise shape {tuple(noise.shape)} != data shape {tuple(x0.shape)}")
     s = sigma.view(-1, *([1] * (x0.ndim - 1)))  # (B, 1, 1, 1)
     D = denoiser(x0 + s * noise, sigma, y)  # (B, C, H, W)
-    per = (D - x0).pow(2).flatten(1).mean(1)  # (B,)
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    sq = (D - x0).pow(2).flatten(1)  # (B, C*H*W)
+    per = sq.mean(1) if reduction == "mean" else sq.sum(1)  # (B,)
     return per * weight if weight is not None else per
 
 
@@ -125,7 +151,8 @@ def edm_loss(
         sigma = sample_sigma(x0.shape[0], cfg, generator).to(x0.device)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-    return denoising_loss(denoiser, x0, sigma, noise, y, edm_weight(sigma, cfg.sigma_data))
+    w = edm_weight(sigma, cfg.sigma_data)
+    return denoising_loss(denoiser, x0, sigma, noise, y, w, reduction=cfg.loss_reduction)
 
 
 def karras_sigmas(

@@ -11,6 +11,12 @@ Register one with::
     @experiment("core/dit-digits", DiTDigitsConfig, presets={"quick": {...}, "full": {...}},
                 summary="...")
     def dit_digits(cfg: DiTDigitsConfig, ctx: RunContext) -> Result: ...
+
+Methods declare themselves: a subpackage ``tenfold.<key>`` whose ``__init__`` defines
+``METHOD = MethodInfo(key, arxiv, title, gives)`` is a method, and the experiments of its
+``repro`` module (or package) are registered when the registry is first read. Core names no
+method: :func:`methods` finds them; :func:`all_methods` adds the ones the project's roadmap
+(``tenfold.roadmap.PLANNED``) lists as not implemented yet.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import importlib
 import importlib.util
 import json
 import os
+import pkgutil
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -44,7 +52,8 @@ __all__ = [
     "Experiment",
     "ConfigError",
     "MethodInfo",
-    "METHODS",
+    "methods",
+    "all_methods",
     "experiment",
     "registry",
     "get",
@@ -65,23 +74,32 @@ class Verdict(str, enum.Enum):
     INCONCLUSIVE = "inconclusive"
 
 
+_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
 @dataclass(frozen=True)
 class Claim:
-    """What the paper says, what this run measured, and whether it holds at this scale."""
+    """What the paper says, what this run measured, and whether it holds at this scale.
 
+    ``key`` is a stable name (lowercase, ``[a-z0-9_.-]``, unique within an experiment):
+    tests and tools select a claim by key, so its prose can be reworded freely."""
+
+    key: str
     paper: str
     measured: str
     verdict: Verdict
     note: str = ""
 
     def __post_init__(self):
+        if not isinstance(self.key, str) or not _KEY.match(self.key):
+            raise ValueError(f"claim key must match {_KEY.pattern}, got {self.key!r}")
         object.__setattr__(self, "verdict", Verdict(self.verdict))
 
     @staticmethod
-    def check(paper: str, measured: str, ok: bool | None, note: str = "") -> Claim:
+    def check(key: str, paper: str, measured: str, ok: bool | None, note: str = "") -> Claim:
         """``ok=None`` means inconclusive."""
         v = Verdict.INCONCLUSIVE if ok is None else (Verdict.HOLDS if ok else Verdict.FAILS)
-        return Claim(paper, measured, v, note)
+        return Claim(key, paper, measured, v, note)
 
 
 @dataclass
@@ -95,85 +113,75 @@ class Result:
     figures: list[str] = field(default_factory=list)
     notes: str = ""
 
+    def claim(self, key: str) -> Claim:
+        """The claim with this key."""
+        for c in self.claims:
+            if c.key == key:
+                return c
+        raise KeyError(f"no claim {key!r}; claims: {', '.join(c.key for c in self.claims)}")
+
 
 @dataclass(frozen=True)
 class MethodInfo:
+    """What a method package declares about itself (``METHOD`` in its ``__init__``)."""
+
     key: str
     arxiv: str
     title: str
     gives: str
+
+    def __post_init__(self):
+        if not _KEY.match(self.key) or "." in self.key:
+            raise ValueError(f"method key must be a package name, got {self.key!r}")
+        if self.arxiv and not re.match(r"^\d{4}\.\d{4,5}$", self.arxiv):
+            raise ValueError(f"{self.key}: arxiv must be an id like 2505.15270, got {self.arxiv!r}")
 
     @property
     def doc(self) -> str:
         return f"docs/{self.key}.md"
 
 
-METHODS: tuple[MethodInfo, ...] = (
-    MethodInfo(
-        "core",
-        "",
-        "Shared core: DiT/LM, EDM diffusion, trainer, metrics",
-        "the foundation every method builds on",
-    ),
-    MethodInfo(
-        "mup",
-        "2505.15270",
-        "muP for diffusion transformers",
-        "learning rates tuned on a small DiT/U-ViT/PixArt/MMDiT transfer to a wide one",
-    ),
-    MethodInfo(
-        "attention",
-        "2505.11594",
-        "SageAttention3 + SageBwd",
-        "FP4/INT8/FP8 attention for inference, 8-bit attention for training",
-    ),
-    MethodInfo(
-        "fallback",
-        "2503.08040",
-        "Fallback Quantization",
-        "INT8 training of GLU transformers that falls back to 16-bit on outlier blocks",
-    ),
-    MethodInfo(
-        "requant",
-        "2503.01901",
-        "PQI + ReQuant",
-        "accurate quantization-sensitivity metric, better post-training weight quantization",
-    ),
-    MethodInfo(
-        "ddo",
-        "2503.01103",
-        "Direct Discriminative Optimization",
-        "GAN-like fine-tuning of diffusion and AR models without a discriminator",
-    ),
-    MethodInfo(
-        "diffgap",
-        "2503.12131",
-        "DiffGAP",
-        "bidirectional diffusion in a contrastive audio/text/video embedding space",
-    ),
-    MethodInfo(
-        "nvc",
-        "2503.02733",
-        "UAR-NVC",
-        "neural (INR) video compression, clip by clip, with bounded memory",
-    ),
-    MethodInfo(
-        "dgs", "2504.04153", "Video4DGen", "dynamic Gaussian surfels: 4D content from videos"
-    ),
-    MethodInfo(
-        "mesh",
-        "2503.15265",
-        "DeepMesh",
-        "compact mesh tokenization, autoregressive mesh generation, DPO",
-    ),
-    MethodInfo(
-        "afdm",
-        "2503.10525",
-        "AFDM XL-MIMO",
-        "affine-frequency-division multiplexing with randomized-Kaczmarz precoding",
-    ),
-)
-_METHOD_KEYS = {m.key for m in METHODS}
+def _sort_key(m: MethodInfo) -> tuple:
+    return (m.key != "core", m.arxiv, m.key)
+
+
+_METHODS: tuple[MethodInfo, ...] | None = None
+
+
+def methods() -> tuple[MethodInfo, ...]:
+    """The implemented methods: every subpackage of ``tenfold`` whose ``__init__`` declares
+    ``METHOD``, core first, then by arXiv id."""
+    global _METHODS
+    if _METHODS is None:
+        import tenfold
+
+        found = []
+        for mod in pkgutil.iter_modules(tenfold.__path__):
+            if not mod.ispkg:
+                continue
+            info = getattr(importlib.import_module(f"tenfold.{mod.name}"), "METHOD", None)
+            if info is None:
+                continue
+            if not isinstance(info, MethodInfo) or info.key != mod.name:
+                raise TypeError(
+                    f"tenfold.{mod.name}.METHOD must be a MethodInfo with key {mod.name!r}"
+                )
+            found.append(info)
+        _METHODS = tuple(sorted(found, key=_sort_key))
+    return _METHODS
+
+
+def all_methods() -> tuple[tuple[MethodInfo, bool], ...]:
+    """Every method of the project with whether it is implemented: :func:`methods` plus the
+    roadmap's planned ones (``tenfold.roadmap.PLANNED``, if that module exists)."""
+    done = methods()
+    keys = {m.key for m in done}
+    try:
+        planned = importlib.import_module("tenfold.roadmap").PLANNED
+    except ModuleNotFoundError:
+        planned = ()
+    rows = [(m, True) for m in done] + [(m, False) for m in planned if m.key not in keys]
+    return tuple(sorted(rows, key=lambda r: _sort_key(r[0])))
 
 
 class RunContext:
@@ -220,9 +228,11 @@ _LOADED = False
 
 def experiment(name: str, config_cls: type, presets: dict[str, dict[str, Any]], summary: str):
     """Decorator registering ``fn(config, ctx) -> Result`` as experiment ``name``
-    (``"<method>/<what>"``). Presets ``quick`` and ``full`` are required."""
-    if "/" not in name or name.split("/", 1)[0] not in _METHOD_KEYS:
-        raise ValueError(f"experiment name {name!r} must be '<method>/<what>' with a known method")
+    (``"<method>/<what>"``, defined inside the package ``tenfold.<method>``). Presets
+    ``quick`` and ``full`` are required."""
+    method, sep, what = name.partition("/")
+    if not sep or not _KEY.match(method) or not what:
+        raise ValueError(f"experiment name {name!r} must be '<method>/<what>'")
     if not dataclasses.is_dataclass(config_cls) or not config_cls.__dataclass_params__.frozen:
         raise TypeError(f"{name}: config must be a frozen dataclass")
     missing = {"quick", "full"} - set(presets)
@@ -232,6 +242,11 @@ def experiment(name: str, config_cls: type, presets: dict[str, dict[str, Any]], 
         make_config(config_cls, over, where=f"{name} preset {p!r}")
 
     def deco(fn):
+        parts = fn.__module__.split(".")
+        if parts[0] == "tenfold" and (len(parts) < 2 or parts[1] != method):
+            raise ValueError(
+                f"experiment {name!r} must be defined in tenfold.{method}, not {fn.__module__}"
+            )
         _REGISTRY[name] = Experiment(name, config_cls, fn, presets, summary)
         return fn
 
@@ -242,10 +257,15 @@ def _load_all() -> None:
     global _LOADED
     if _LOADED:
         return
-    for m in METHODS:
+    keys = set()
+    for m in methods():
+        keys.add(m.key)
         mod = f"tenfold.{m.key}.repro"
-        if importlib.util.find_spec(f"tenfold.{m.key}") and importlib.util.find_spec(mod):
+        if importlib.util.find_spec(mod):
             importlib.import_module(mod)
+    stray = sorted(n for n, e in _REGISTRY.items() if e.method not in keys)
+    if stray:
+        raise ValueError(f"experiments of no declared method (METHOD in its __init__): {stray}")
     _LOADED = True
 
 
@@ -483,6 +503,9 @@ def run_experiment(
     wall = time.perf_counter() - t0
     if not isinstance(result, Result):
         raise TypeError(f"{name} returned {type(result).__name__}, not Result")
+    keys = [c.key for c in result.claims]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{name}: claim keys must be unique, got {keys}")
     result.figures = list(dict.fromkeys(result.figures + ctx._figures))
     if scratch is not None:
         scratch.cleanup()

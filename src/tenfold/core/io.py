@@ -5,6 +5,10 @@ tag, free-form JSON and a SHA-256 of every tensor's bytes; loading checks all th
 truncated or corrupted file raises :class:`CheckpointError` naming the file instead of
 loading silently. Writes go to a temporary file in the same folder, are fsynced and then
 renamed over the target, so a crash mid-write leaves the last good file intact.
+
+:func:`cache_dir` is where tenfold keeps what it trains or builds once (``$TENFOLD_CACHE``
+or ``~/.cache/tenfold``); :func:`cached_state` is the one cache of trained models' weights,
+keyed by a hash of everything the weights depend on.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +32,12 @@ __all__ = [
     "atomic_write_text",
     "save_tensors",
     "load_tensors",
+    "cache_dir",
+    "spec_hash",
+    "cached_state",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "tenfold.checkpoint.v1"
 
@@ -137,3 +148,47 @@ def load_tensors(
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: corrupted metadata: {e}") from None
     return {k: v.to(device) for k, v in tensors.items()}, meta
+
+
+def cache_dir() -> Path:
+    """Where tenfold caches what it trains or builds: ``$TENFOLD_CACHE`` or ~/.cache/tenfold."""
+    return Path(os.environ.get("TENFOLD_CACHE") or Path.home() / ".cache" / "tenfold")
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    """A short, stable hash of a JSON-able spec (key order does not matter)."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cached_state(
+    namespace: str,
+    spec: dict[str, Any],
+    build: Callable[[], dict[str, Tensor]],
+    name: str = "state",
+) -> dict[str, Tensor]:
+    """The tensors ``build()`` returns (a model's state dict, say), built once and cached as
+    ``<cache_dir>/<namespace>/<name>-<hash of spec>.safetensors``.
+
+    ``spec`` must hold everything the tensors depend on (sizes, steps, seed, a version
+    number bumped when the building code changes). The file is a checked checkpoint whose
+    metadata repeats the spec: a damaged file, or one whose spec differs, is rebuilt and
+    replaced with a warning, never loaded.
+    """
+    if not namespace or "/" in namespace or namespace.startswith("."):
+        raise ValueError(f"namespace must be a plain folder name, got {namespace!r}")
+    spec = json.loads(json.dumps(spec, sort_keys=True))  # what the file will hold
+    path = cache_dir() / namespace / f"{name}-{spec_hash(spec)}.safetensors"
+    if path.exists():
+        try:
+            tensors, meta = load_tensors(path)
+            if meta == spec:
+                return tensors
+            log.warning("rebuilding %s: its spec %s is not %s", path, meta, spec)
+        except CheckpointError as e:
+            log.warning("rebuilding %s: %s", path, e)
+    state = build()
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise TypeError(f"cached_state: build() must return a dict of tensors, got {type(state)}")
+    state = {k: v.detach().clone() for k, v in state.items()}
+    save_tensors(path, state, spec)
+    return state

@@ -3,23 +3,21 @@
 Error metrics compare an approximation ``out`` with a reference ``ref`` (torchao's
 ``compute_error`` habit): :func:`sqnr` (dB), :func:`cosine`, :func:`rel_l1`, :func:`psnr`.
 
-Sample quality: :func:`frechet_distance` between Gaussians fitted to features, computed in
-the feature space of :class:`DigitsClassifier`, a small CNN that this module trains
-deterministically on the digits training split and caches (see :func:`digits_classifier`);
+Sample quality: :func:`frechet_distance` between Gaussians fitted to features (the digits
+reproductions use the features of :class:`tenfold.core.tasks.DigitsClassifier`);
 :func:`sliced_wasserstein` for 2-D point clouds.
+
+Pure functions: nothing here trains, caches or reads a dataset.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 __all__ = [
     "sqnr",
@@ -29,12 +27,7 @@ __all__ = [
     "frechet_distance",
     "gaussian_stats",
     "sliced_wasserstein",
-    "DigitsClassifier",
-    "digits_classifier",
-    "cache_dir",
 ]
-
-log = logging.getLogger(__name__)
 
 
 def _pair(ref: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
@@ -117,109 +110,3 @@ def sliced_wasserstein(x: Tensor, y: Tensor, n_proj: int = 256, p: int = 2, seed
         q = (torch.arange(min(len(px), len(py)), dtype=torch.float64) + 0.5) / min(len(px), len(py))
         qx, qy = torch.quantile(px, q, dim=0), torch.quantile(py, q, dim=0)
     return (qx - qy).abs().pow(p).mean().pow(1 / p).item()
-
-
-# --------------------------------------------------------------------------------------
-# The digits feature network
-# --------------------------------------------------------------------------------------
-
-_CLASSIFIER_VERSION = "v1"
-
-
-def cache_dir() -> Path:
-    """Where tenfold caches what it trains or builds: ``$TENFOLD_CACHE`` or ~/.cache/tenfold."""
-    return Path(os.environ.get("TENFOLD_CACHE") or Path.home() / ".cache" / "tenfold")
-
-
-class DigitsClassifier(nn.Module):
-    """Small CNN on (N, 1, S, S) digits in [-1, 1]; ``features`` is its 64-d penultimate layer."""
-
-    def __init__(self, size: int = 8):
-        super().__init__()
-        self.size = size
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4),
-            nn.Flatten(),
-            nn.Linear(64 * 16, 64),
-            nn.ReLU(),
-        )
-        self.head = nn.Linear(64, 10)
-
-    def features(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[1:] != (1, self.size, self.size):
-            raise ValueError(
-                f"expected digits of shape (N, 1, {self.size}, {self.size}), got {tuple(x.shape)}"
-            )
-        return self.body(x)  # (N, 64)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))  # (N, 10)
-
-    @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        return self(x).argmax(-1)
-
-    @torch.no_grad()
-    def fd(self, samples: Tensor, reference: Tensor) -> float:
-        """Frechet distance between samples and reference images in this net's feature space."""
-        fs = self.features(samples.float().clamp(-1, 1))
-        fr = self.features(reference.float())
-        return frechet_distance(*gaussian_stats(fs), *gaussian_stats(fr))
-
-
-def _train_classifier(size: int, seed: int = 0, epochs: int = 60) -> tuple[DigitsClassifier, float]:
-    from .data import load_digits
-    from .train import batch_indices
-
-    tr, va = load_digits("train", size), load_digits("val", size)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = DigitsClassifier(size)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    bs = 64
-    steps = epochs * math.ceil(len(tr) / bs)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    net.train()
-    for step in range(steps):
-        idx = batch_indices(len(tr), bs, step, seed)
-        x, y = tr.images[idx], tr.labels[idx]
-        # random shifts by up to one pixel (padding with background): +1% validation accuracy
-        g = torch.Generator().manual_seed(seed * 7 + step)
-        dy, dx = (1 + torch.randint(-1, 2, (2,), generator=g)).tolist()
-        x = F.pad(x, (1, 1, 1, 1), value=-1.0)[:, :, dy : dy + size, dx : dx + size]
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    net.eval()
-    acc = (net.predict(va.images) == va.labels).float().mean().item()
-    return net, acc
-
-
-def digits_classifier(size: int = 8, retrain: bool = False) -> tuple[DigitsClassifier, float]:
-    """The digits feature network for ``size`` x ``size`` images and its validation accuracy.
-
-    Trained deterministically (seed 0) on first use and cached in :func:`cache_dir`; a
-    damaged cache file is retrained and replaced, with a warning.
-    """
-    from .io import CheckpointError, load_tensors, save_tensors
-
-    path = cache_dir() / f"digits-classifier-{_CLASSIFIER_VERSION}-{size}px.safetensors"
-    if path.exists() and not retrain:
-        try:
-            tensors, meta = load_tensors(path)
-            net = DigitsClassifier(size)
-            net.load_state_dict(tensors)
-            return net.eval(), float(meta["val_acc"])
-        except (CheckpointError, RuntimeError, KeyError) as e:
-            log.warning("retraining the digits classifier: cached %s is unusable (%s)", path, e)
-    net, acc = _train_classifier(size)
-    save_tensors(
-        path, net.state_dict(), {"val_acc": acc, "size": size, "version": _CLASSIFIER_VERSION}
-    )
-    return net, acc

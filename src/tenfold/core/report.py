@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .experiment import METHODS, registry
+from .experiment import all_methods, registry
 from .io import atomic_write_text
 
 __all__ = ["collect_results", "render_report", "write_report"]
@@ -133,7 +133,8 @@ def render_report(results: dict[str, dict[str, Any]], skipped: list[str] | None 
     for rec in results.values():
         by_method.setdefault(rec.get("method", rec["name"].split("/")[0]), []).append(rec)
     rows = []
-    for m in METHODS:
+    table = [m for m, _ in all_methods()]
+    for m in table:
         exps = [e for e in reg.values() if e.method == m.key]
         recs = by_method.get(m.key, [])
         if not exps and not recs:
@@ -164,7 +165,7 @@ def render_report(results: dict[str, dict[str, Any]], skipped: list[str] | None 
         + "".join(rows)
         + "</table>",
     ]
-    for m in METHODS:
+    for m in table:
         recs = sorted(by_method.get(m.key, []), key=lambda r: r["name"])
         if not recs:
             continue

@@ -7,233 +7,28 @@
 * ``core/backbones-digits`` -- the four backbones (DiT, U-ViT, PixArt-alpha, MMDiT) trained
   on the same budget and compared; PixArt and MMDiT are conditioned on captions.
 
-:class:`DigitsTask` (conditioning, loss and sampling for any backbone) and
-:func:`train_digits` are reused by the method experiments (e.g. muP's learning-rate sweeps).
+The recipe both use (:class:`~tenfold.core.tasks.digits.DigitsTask`,
+:func:`~tenfold.core.tasks.digits.train_digits`) lives in :mod:`tenfold.core.tasks`, where
+the methods' experiments reuse it too.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from torch import Tensor, nn
 
-from .data import CAPTION_TEMPLATES, DIGIT_NAMES, CaptionTokenizer, digit_captions, load_digits
-from .diffusion import EDMConfig, EDMPrecond, edm_loss, heun_sample
 from .experiment import Claim, Result, RunContext, experiment
-from .metrics import DigitsClassifier, digits_classifier
-from .train import StepContext, TrainConfig, Trainer
-from .transformer import BACKBONES, BackboneConfig
-
-Family = Literal["dit", "uvit", "pixart", "mmdit"]
-
-
-def _check_common(cfg) -> None:
-    if cfg.image_size not in (8, 16):
-        raise ValueError(
-            f"image_size must be 8 or 16 (digits are 8x8, optionally upsampled), got {cfg.image_size}"
-        )
-    if cfg.eval_samples < 20:
-        raise ValueError("eval_samples must be >= 20 (two per class) for a covariance estimate")
-    for name in ("steps", "batch_size", "sampler_steps", "n_heads"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.warmup_steps < 0:
-        raise ValueError("warmup_steps must be >= 0")
-    if not cfg.lr > 0:
-        raise ValueError(f"lr must be > 0, got {cfg.lr}")
-    if not 0 < cfg.ema_decay < 1:
-        raise ValueError(f"ema_decay must be in (0, 1), got {cfg.ema_decay}")
-    if cfg.cfg_scale < 0 or not 0 <= cfg.cond_dropout_prob < 1:
-        raise ValueError("cfg_scale must be >= 0 and cond_dropout_prob in [0, 1)")
-
-
-@dataclass(frozen=True)
-class DigitsDiffusionConfig:
-    backbone: Family = "dit"
-    model: str = ""  # a preset of the backbone; "" = its digits preset
-    n_heads: int = 4  # width = n_heads * head_dim of the preset
-    image_size: int = 8
-    steps: int = 6000
-    batch_size: int = 128
-    lr: float = 1e-3
-    warmup_steps: int = 200
-    ema_decay: float = 0.999
-    eval_every: int = 1000  # 0: evaluate only at the end
-    eval_samples: int = 1000  # per evaluation, spread evenly over the 10 classes
-    sampler_steps: int = 18
-    cfg_scale: float = 1.5  # classifier-free guidance scale of the evaluation samples
-    cond_dropout_prob: float = 0.1  # labels / captions dropped for classifier-free guidance
-
-    def __post_init__(self):
-        if self.backbone not in BACKBONES:
-            raise ValueError(
-                f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}"
-            )
-        presets = BACKBONES[self.backbone].presets
-        if self.model and self.model not in presets:
-            raise ValueError(
-                f"model must be a {self.backbone} preset ({', '.join(presets)}), got {self.model!r}"
-            )
-        if self.eval_every < 0:
-            raise ValueError("eval_every must be >= 0")
-        _check_common(self)
-
-    def model_config(self) -> BackboneConfig:
-        bb = BACKBONES[self.backbone]
-        preset = self.model or next(k for k in bb.presets if "Digits" in k)
-        extra = (
-            {"num_classes": 10, "class_dropout_prob": self.cond_dropout_prob}
-            if bb.conditioning == "class"
-            else {}
-        )
-        return bb.config_cls(
-            **{
-                **bb.presets[preset],
-                "n_heads": self.n_heads,
-                "input_size": self.image_size,
-                **extra,
-            }
-        )
-
-
-class DigitsTask:
-    """Conditioning, EDM loss and sampling of digits for one backbone family: class labels
-    for DiT/U-ViT, random caption phrasings ("a handwritten seven") for PixArt/MMDiT."""
-
-    def __init__(self, family: str, cond_dropout_prob: float = 0.1, edm: EDMConfig | None = None):
-        self.family = family
-        self.text = BACKBONES[family].conditioning == "text"
-        self.tok = CaptionTokenizer() if self.text else None
-        self.dropout = cond_dropout_prob
-        self.edm = edm or EDMConfig()
-
-    @property
-    def null(self) -> int | Tensor:
-        """The guidance null: the null label 10, or the empty caption."""
-        return self.tok.empty() if self.text else 10
-
-    def condition(
-        self,
-        labels: Tensor,
-        generator: torch.Generator | None = None,
-        drop: Tensor | None = None,
-        which: Tensor | None = None,
-    ) -> Tensor:
-        """Labels (B,) -> what the backbone takes as y; rows in ``drop`` get the null.
-        Captions use the phrasings ``which`` (B,) or draw them from ``generator``."""
-        if self.text:
-            ids = self.tok.encode(digit_captions(labels.cpu(), generator, which=which))
-            if drop is not None:
-                ids[drop.cpu()] = self.tok.empty()
-            return ids.to(labels.device)
-        if drop is None:
-            return labels
-        return torch.where(drop, torch.full_like(labels, 10), labels)
-
-    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor], ctx: StepContext) -> Tensor:
-        """EDM loss of a batch; all randomness from ``ctx`` (deterministic, DDP-exact)."""
-        x, labels = batch
-        n = x.shape[0]
-        drop = ctx.rand(n) < self.dropout
-        which = None
-        if self.text:  # caption phrasings drawn for the global batch; this rank takes its shard
-            g = torch.randint(
-                len(CAPTION_TEMPLATES), (n * ctx.world_size,), generator=ctx.generator
-            )
-            which = ctx.shard(g)
-        y = self.condition(labels, which=which, drop=drop)
-        sigma = (ctx.randn(n) * self.edm.P_std + self.edm.P_mean).exp()
-        return edm_loss(model, x, y, self.edm, sigma=sigma, noise=ctx.randn(*x.shape)).mean()
-
-    @torch.no_grad()
-    def samples(
-        self, denoiser: nn.Module, n: int, size: int, steps: int, cfg_scale: float, seed: int
-    ) -> tuple[Tensor, Tensor]:
-        """n samples, classes 0..9 in turn -> images (n, 1, size, size) on the CPU, labels (n,)."""
-        g = torch.Generator().manual_seed(seed)  # CPU draws: the same samples on any device
-        labels = torch.arange(n) % 10
-        noise = torch.randn(n, 1, size, size, generator=g)
-        y = self.condition(labels, g)
-        dev = next(denoiser.parameters()).device
-        null = self.null.to(dev) if isinstance(self.null, Tensor) else self.null
-        x = heun_sample(
-            denoiser, noise.to(dev), y.to(dev), steps, cfg_scale=cfg_scale, null_label=null
-        )
-        return x.clamp(-1, 1).cpu(), labels
-
-
-def train_digits(
-    cfg, ctx: RunContext, clf: DigitsClassifier, eval_every: int, desc: str, ckpt: bool = True
-) -> tuple[Trainer, DigitsTask]:
-    """Build ``cfg.model_config()``'s backbone, train it with EDM on the digits training split
-    (FD of EMA samples every ``eval_every`` steps and at the end) and return the trainer."""
-    size = cfg.image_size
-    train = load_digits("train", size)
-    bb = BACKBONES[cfg.backbone]
-    torch.manual_seed(ctx.seed)
-    net = bb.model_cls(cfg.model_config())
-    task = DigitsTask(cfg.backbone, cfg.cond_dropout_prob)
-    D = EDMPrecond(net, task.edm.sigma_data)
-
-    def eval_fn(model, step):
-        xs, _ = task.samples(
-            model, cfg.eval_samples, size, cfg.sampler_steps, cfg.cfg_scale, seed=ctx.seed + 1
-        )
-        return {"fd": clf.fd(xs, train.images)}
-
-    tcfg = TrainConfig(
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        warmup_steps=cfg.warmup_steps,
-        ema_decay=cfg.ema_decay,
-        eval_every=eval_every,
-        seed=ctx.seed,
-        progress=ctx.progress,
-        desc=desc,
-    )
-    trainer = Trainer(
-        D,
-        task.loss,
-        (train.images, train.labels),
-        tcfg,
-        eval_fn=eval_fn,
-        ckpt_dir=ctx.out_dir if ckpt else None,
-    )
-    trainer.fit()
-    return trainer, task
-
-
-def _sample_grid(ax_rows, xs: Tensor, ys: Tensor, n: int, label_rows: bool = True) -> None:
-    for c in range(10):
-        imgs = xs[ys == c][:n]
-        for j in range(n):
-            a = ax_rows[c][j]
-            a.imshow(imgs[j, 0].numpy(), cmap="gray_r", vmin=-1, vmax=1)
-            a.set_xticks([])
-            a.set_yticks([])
-            if j == 0 and label_rows:
-                a.set_ylabel(DIGIT_NAMES[c], rotation=0, ha="right", va="center", fontsize=8)
-
-
-def _references(size: int):
-    """Training and validation digits, the classifier with its validation accuracy, and the
-    real-data FD floor (held-out real digits against the training set)."""
-    train, val = load_digits("train", size), load_digits("val", size)
-    clf, clf_acc = digits_classifier(size)
-    return train, val, clf, clf_acc, clf.fd(val.images, train.images)
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from .models import BACKBONES
+from .tasks.digits import (
+    DigitsDiffusionConfig,
+    check_digits_config,
+    digits_references,
+    sample_grid,
+    train_digits,
+)
+from .tasks.plotting import pyplot
 
 
 @experiment(
@@ -255,9 +50,9 @@ def _plt():
     summary="Class-conditional DiT (or --set backbone=uvit|pixart|mmdit) trained with EDM on scikit-learn's 8x8 digits: FD against steps, samples, per-class accuracy.",
 )
 def dit_digits(cfg: DigitsDiffusionConfig, ctx: RunContext) -> Result:
-    plt = _plt()
+    plt = pyplot()
     size = cfg.image_size
-    train, val, clf, clf_acc, fd_floor = _references(size)
+    train, val, clf, clf_acc, fd_floor = digits_references(size)
     ctx.log(
         f"digits classifier: validation accuracy {clf_acc:.4f}; real-data FD floor {fd_floor:.2f}"
     )
@@ -303,7 +98,7 @@ def dit_digits(cfg: DigitsDiffusionConfig, ctx: RunContext) -> Result:
 
     grid_n = min(n_per, 10)
     fig, axes = plt.subplots(10, grid_n, figsize=(grid_n * 0.6, 6.3))
-    _sample_grid(axes, xs, ys, grid_n)
+    sample_grid(axes, xs, ys, grid_n)
     fig.suptitle("samples, one row per requested " + ("caption's digit" if task.text else "class"))
     ctx.figure(fig, "samples")
 
@@ -316,12 +111,14 @@ def dit_digits(cfg: DigitsDiffusionConfig, ctx: RunContext) -> Result:
     what = "captions" if task.text else "labels"
     claims = [
         Claim.check(
+            "fd-falls",
             f"EDM training of a conditional {name} improves sample quality over training (FD falls)",
             f"FD {fd_first:.2f} at step {evals[0]['step']} -> {fd_last:.2f} at step {evals[-1]['step']}",
             fd_last < fd_first if len(evals) > 1 else None,
             "a single evaluation cannot show a trend" if len(evals) < 2 else "",
         ),
         Claim.check(
+            "class-accuracy",
             f"Samples are of the requested digit (conditioning on {what} works)",
             f"mean per-class accuracy {acc:.3f} (min {min(per_class):.3f}) under a classifier with {clf_acc:.3f} validation accuracy",
             acc >= 0.9,
@@ -376,7 +173,7 @@ class BackbonesDigitsConfig:
             raise ValueError(
                 f"backbones must be a non-empty list of {', '.join(BACKBONES)}; unknown: {', '.join(bad)}"
             )
-        _check_common(self)
+        check_digits_config(self)
 
     def for_backbone(self, family: str) -> DigitsDiffusionConfig:
         keep = {
@@ -405,9 +202,9 @@ class BackbonesDigitsConfig:
     summary="DiT, U-ViT, PixArt-alpha and MMDiT trained with EDM on digits on the same budget (PixArt and MMDiT from captions): FD, accuracy, speed.",
 )
 def backbones_digits(cfg: BackbonesDigitsConfig, ctx: RunContext) -> Result:
-    plt = _plt()
+    plt = pyplot()
     size = cfg.image_size
-    train, val, clf, clf_acc, fd_floor = _references(size)
+    train, val, clf, clf_acc, fd_floor = digits_references(size)
     rows, grids = [], {}
     for fam in cfg.backbones:
         sub = cfg.for_backbone(fam)
@@ -457,13 +254,14 @@ def backbones_digits(cfg: BackbonesDigitsConfig, ctx: RunContext) -> Result:
     fig, axes = plt.subplots(10, n * len(rows), figsize=(n * len(rows) * 0.5, 5.6))
     for b, name in enumerate(names):
         xs, ys = grids[name]
-        _sample_grid([row[b * n : (b + 1) * n] for row in axes], xs, ys, n, label_rows=b == 0)
+        sample_grid([row[b * n : (b + 1) * n] for row in axes], xs, ys, n, label_rows=b == 0)
         axes[0][b * n + n // 2].set_title(name, fontsize=9)
     ctx.figure(fig, "samples")
 
     worst = min(rows, key=lambda r: r["accuracy"])
     claims = [
         Claim.check(
+            "every-backbone-learns",
             "Every backbone learns to draw the requested digit (DiT, U-ViT from labels; PixArt-alpha, MMDiT from captions)",
             ", ".join(f"{r['backbone']} {r['accuracy']:.2f}" for r in rows),
             worst["accuracy"] >= 0.5,

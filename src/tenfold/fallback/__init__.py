@@ -5,6 +5,7 @@ activation and gradient blocks that hold outliers fall back to 16-bit. See ``doc
     apply_(model, FallbackConfig(block=(32, 32), rule="relative", threshold=8.0), skip=("lm_head",))
 """
 
+from ..core.experiment import MethodInfo
 from .api import (
     SCHEMES,
     FallbackConfig,
@@ -21,7 +22,15 @@ from .api import (
     reset_fallback_stats,
 )
 
+METHOD = MethodInfo(
+    "fallback",
+    "2503.08040",
+    "Fallback Quantization",
+    "INT8 training of GLU transformers that falls back to 16-bit on outlier blocks",
+)
+
 __all__ = [
+    "METHOD",
     "SCHEMES",
     "FallbackConfig",
     "FallbackLinear",

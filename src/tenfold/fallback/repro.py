@@ -23,16 +23,9 @@ import torch
 
 from .. import __version__
 from ..core.experiment import Claim, Result, RunContext, experiment
-from ..core.lm_recipe import (
-    fit_run,
-    lm_streams,
-    plot_run,
-    pretrained_lm,
-    setup_run,
-    val_loss,
-)
-from ..core.repro import _plt
 from ..core.sweep import point_key, run_sweep
+from ..core.tasks.lm import LMRunSpec, fit_run, lm_streams, pretrained_lm, setup_run, val_loss
+from ..core.tasks.plotting import plot_run, pyplot
 from .api import (
     SCHEMES,
     FallbackConfig,
@@ -109,8 +102,10 @@ def _channel_absmax(model, batches) -> dict[str, list[float]]:
 
 
 def train_run(point: dict) -> dict:
-    """Train one scheme (a sweep point) -> curves, evals, fallback statistics."""
-    model, streams, val, start_val = setup_run(point, "fallback", POINT_VERSION)
+    """Train one scheme (a sweep point: an LMRunSpec plus the scheme's fields) -> curves,
+    evals, fallback statistics."""
+    spec = LMRunSpec.from_point(point)
+    model, streams, val, start_val = setup_run(spec, "fallback", POINT_VERSION)
     qcfg = scheme_config(point["scheme"], point["block"], point["rule"], point["threshold"])
     if qcfg is not None:
         apply_(model, qcfg, skip=SKIP)
@@ -133,7 +128,7 @@ def train_run(point: dict) -> dict:
             reset_fallback_stats(m)
         return {"val_loss": val_loss(m, val)}
 
-    out = fit_run(model, streams, point, eval_fn)
+    out = fit_run(model, streams, spec, eval_fn).as_dict()
     diverged = out["diverged"]
     last = over_time[-2]["step"] if len(over_time) > 1 else 0
     out.update(
@@ -219,7 +214,9 @@ class FinetuneConfig(FallbackRunConfig):
 
 
 def _points(cfg, ctx: RunContext, extra: dict) -> list[dict]:
-    common = dict(
+    """Sweep points: an LMRunSpec per run (``extra``: a fine-tuning run's domain and base
+    steps) plus the scheme, its block and rule, and versions."""
+    spec = LMRunSpec(
         corpus=cfg.corpus,
         vocab_size=cfg.vocab_size,
         n_layer=cfg.n_layer,
@@ -231,17 +228,21 @@ def _points(cfg, ctx: RunContext, extra: dict) -> list[dict]:
         lr=cfg.lr,
         eval_every=cfg.eval_every,
         eval_batches=cfg.eval_batches,
+        seed=ctx.seed,
+        **extra,
+    )
+    common = dict(
         block=list(cfg.block),
         rule=cfg.rule,
         threshold=cfg.threshold,
-        seed=ctx.seed,
         v=POINT_VERSION,
         tenfold=__version__,
-        **extra,
     )
 
     def one(s, mlp):
-        p = dict(common, scheme=s, mlp=mlp, outliers=s in ("full", "int8_fallback"))
+        p = replace(spec, mlp=mlp).point(
+            scheme=s, outliers=s in ("full", "int8_fallback"), **common
+        )
         if s == "full":
             p["analysis"] = 1  # GEMM SQNR of each scheme on the trained model's real tensors
         return p
@@ -266,10 +267,11 @@ def _run(cfg, ctx: RunContext, extra: dict, desc: str):
         for p in points:
             (cache / f"{point_key(p)}.json").unlink(missing_ok=True)
     ctx.log(f"tokenizing {cfg.corpus} (cached after the first run)")
-    base, dom = lm_streams(points[0])  # tokenizer and streams built once, before the workers
+    first = LMRunSpec.from_point(points[0])
+    base, dom = lm_streams(first)  # tokenizer and streams built once, before the workers
     if dom is not None:
         ctx.log(f"pretraining the full-precision base model ({cfg.pretrain_steps} steps, cached)")
-        pretrained_lm(points[0], base, "fallback", POINT_VERSION, ctx.progress)
+        pretrained_lm(first, base, "fallback", POINT_VERSION, ctx.progress)
     recs = run_sweep(train_run, points, cache, cfg.workers or None, ctx.progress, desc)
     reused = sum(r["reused"] for r in recs)
     ctx.log(f"{len(recs)} runs ({reused} reused from {cache})")
@@ -312,7 +314,7 @@ def _rel(a: float | None, b: float | None) -> float | None:
 
 
 def _loss_figure(ctx, recs, cfg, title: str, name: str):
-    plt = _plt()
+    plt = pyplot()
     mlps = sorted({m for m, _ in recs}, reverse=True)
     fig, axes = plt.subplots(1, len(mlps), figsize=(6 * len(mlps), 4), squeeze=False)
     for ax, mlp in zip(axes[0], mlps):
@@ -329,7 +331,7 @@ def _loss_figure(ctx, recs, cfg, title: str, name: str):
 
 
 def _fallback_figure(ctx, rec, name: str):
-    plt = _plt()
+    plt = pyplot()
     res = rec["result"]
     layers = res["layers_last_window"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))
@@ -359,7 +361,7 @@ def _fallback_figure(ctx, rec, name: str):
 
 
 def _outlier_figure(ctx, recs, name: str):
-    plt = _plt()
+    plt = pyplot()
     cols = [(m, recs[(m, "full")]) for m in ("swiglu", "gelu") if (m, "full") in recs]
     fig, axes = plt.subplots(1, len(cols), figsize=(7 * len(cols), 4.5), squeeze=False)
     for ax, (mlp, rec) in zip(axes[0], cols):
@@ -499,6 +501,7 @@ def _summarize(cfg, ctx: RunContext, recs: dict, what: str, finetune: bool) -> R
         rel = _rel(b, full)
         claims.append(
             Claim.check(
+                "int8-block-degrades",
                 f"Block-wise INT8 {'fine-tuning' if finetune else 'training'} (no fallback) "
                 "degrades or diverges on a GLU model",
                 "diverged"
@@ -522,6 +525,7 @@ def _summarize(cfg, ctx: RunContext, recs: dict, what: str, finetune: bool) -> R
         )
         claims.append(
             Claim.check(
+                "fallback-matches-full",
                 paper,
                 "diverged"
                 if f is None
@@ -537,6 +541,7 @@ def _summarize(cfg, ctx: RunContext, recs: dict, what: str, finetune: bool) -> R
         rel = _rel(b, a)
         claims.append(
             Claim.check(
+                "gelu-control",
                 "Control: on a GELU-MLP (GPT-2-like) model plain block INT8 already works",
                 "diverged"
                 if b is None

@@ -5,6 +5,7 @@ train the wide model with it. See ``docs/mup.md``.
     opt = parametrize_(model, MuPConfig(base_width=64), lr=2**-7)
 """
 
+from ..core.experiment import MethodInfo
 from .api import (
     MuPConfig,
     MuReadout,
@@ -17,7 +18,15 @@ from .api import (
     unwrap,
 )
 
+METHOD = MethodInfo(
+    "mup",
+    "2505.15270",
+    "muP for diffusion transformers",
+    "learning rates tuned on a small DiT/U-ViT/PixArt/MMDiT transfer to a wide one",
+)
+
 __all__ = [
+    "METHOD",
     "MuPConfig",
     "MuReadout",
     "ParamScaling",

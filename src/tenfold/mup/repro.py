@@ -27,10 +27,11 @@ from .. import __version__
 from ..core.data import load_digits
 from ..core.diffusion import EDMConfig, EDMPrecond, edm_loss
 from ..core.experiment import Claim, Result, RunContext, experiment
-from ..core.repro import DigitsTask, _plt
+from ..core.models import BACKBONES
 from ..core.sweep import run_sweep
+from ..core.tasks.digits import DigitsTask
+from ..core.tasks.plotting import pyplot
 from ..core.train import StepContext, batch_indices, step_generator
-from ..core.transformer import BACKBONES
 from .api import MuPConfig, parametrize_
 from .coord import coord_check
 
@@ -116,7 +117,7 @@ def _coord_loss(family: str, batch_size: int):
     summary="Coordinate check of DiT, U-ViT, PixArt-alpha and MMDiT: mean |activation| of every layer over the first AdamW steps against width, SP vs muP.",
 )
 def coord_check_experiment(cfg: CoordCheckConfig, ctx: RunContext) -> Result:
-    plt = _plt()
+    plt = pyplot()
     widths = [h * HEAD_DIM for h in cfg.heads]
     lr = 2.0**cfg.log2_lr
     mcfg = MuPConfig(base_width=widths[0])
@@ -158,6 +159,7 @@ def coord_check_experiment(cfg: CoordCheckConfig, ctx: RunContext) -> Result:
         ok = abs(fin_mu[worst_mu]) <= FLAT_SLOPE and fin_sp[top_sp] >= GROW_SLOPE
         claims.append(
             Claim.check(
+                f"{fam}-coord-flat",
                 f"{name}: under muP every layer's activation scale is flat in width; under SP some grow",
                 f"after {cfg.steps} steps, widths {widths[0]}..{widths[-1]}: muP max |slope| "
                 f"{abs(fin_mu[worst_mu]):.3f} ({worst_mu}); SP max slope {fin_sp[top_sp]:.3f} "
@@ -348,7 +350,7 @@ def _reach_step(curve: list, target: float) -> float | None:
 
 def _sweep_figure(name: str, widths: list[int], lrs: list[float], mean: dict, best: dict):
     """Validation loss against log2 LR, one curve per width, SP | muP; stars at the optima."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     cmap = plt.get_cmap("viridis")
     for ax, p in zip(axes, ("sp", "mup")):
@@ -372,7 +374,7 @@ def _sweep_figure(name: str, widths: list[int], lrs: list[float], mean: dict, be
 
 def _transfer_figure(title: str, runs_by_label: dict[str, list[dict]]):
     """Validation-loss curves of the wide transfer runs (first seed solid, others faded)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for color, (label, runs) in zip(("C0", "C3"), runs_by_label.items()):
         for j, r in enumerate(runs):
@@ -482,6 +484,7 @@ def lr_transfer(cfg: LRTransferConfig, ctx: RunContext) -> Result:
         grid_steps = {p: max(bi[p]) - min(bi[p]) for p in ("sp", "mup")}
         claims.append(
             Claim.check(
+                f"{fam}-lr-stable",
                 f"{name}: the muP-optimal LR is stable across widths (moves <= 1 grid step) "
                 "while SP's moves more",
                 f"optimal log2 LR by width {widths}: muP {opt_lr['mup']} (moves "
@@ -496,6 +499,7 @@ def lr_transfer(cfg: LRTransferConfig, ctx: RunContext) -> Result:
         metrics[f"{fam}_mup_val_loss_at_transferred_lr"] = at.tolist()
         claims.append(
             Claim.check(
+                f"{fam}-wider-better",
                 f"{name}: under muP, wider is better at the LR transferred from the proxy",
                 f"val loss at log2 LR {lrs[lr0]:g} (the width-{widths[0]} optimum) by width "
                 f"{widths}: " + ", ".join(f"{v:.4f}" for v in at),
@@ -521,6 +525,7 @@ def lr_transfer(cfg: LRTransferConfig, ctx: RunContext) -> Result:
         mu_final = np.mean([r["result"]["val_loss"] or np.inf for r in mu_runs])
         claims.append(
             Claim.check(
+                f"{fam}-speedup",
                 f"{name}: the wide muP model with the proxy's LR reaches SP (AdamW "
                 f"{cfg.sp_lr:g})'s final validation loss N times faster (paper: N = 2.9 for DiT-XL-2)",
                 (f"N = {n_speed:.2f}" if n_speed else "muP did not reach SP's final loss")
@@ -548,6 +553,7 @@ def lr_transfer(cfg: LRTransferConfig, ctx: RunContext) -> Result:
         metrics[f"{fam}_sweep_cost_fraction_params"] = flops_ratio
         claims.append(
             Claim.check(
+                f"{fam}-sweep-cost",
                 f"{name}: the LR sweep on the proxy costs a small fraction of one wide run "
                 "(paper: 5.5% for PixArt-alpha)",
                 f"{len(lrs)} proxy runs (width {widths[0]}, {cfg.steps} steps) took "

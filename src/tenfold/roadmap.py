@@ -1,0 +1,43 @@
+"""The methods the project plans but has not implemented yet (the report's status table
+lists them). When a method lands, its package declares its own ``METHOD`` and its entry
+here goes."""
+
+from __future__ import annotations
+
+from .core.experiment import MethodInfo
+
+PLANNED: tuple[MethodInfo, ...] = (
+    MethodInfo(
+        "requant",
+        "2503.01901",
+        "PQI + ReQuant",
+        "accurate quantization-sensitivity metric, better post-training weight quantization",
+    ),
+    MethodInfo(
+        "ddo",
+        "2503.01103",
+        "Direct Discriminative Optimization",
+        "GAN-like fine-tuning of diffusion and AR models without a discriminator",
+    ),
+    MethodInfo(
+        "diffgap",
+        "2503.12131",
+        "DiffGAP",
+        "bidirectional diffusion in a contrastive audio/text/video embedding space",
+    ),
+    MethodInfo(
+        "nvc",
+        "2503.02733",
+        "UAR-NVC",
+        "neural (INR) video compression, clip by clip, with bounded memory",
+    ),
+    MethodInfo(
+        "dgs", "2504.04153", "Video4DGen", "dynamic Gaussian surfels: 4D content from videos"
+    ),
+    MethodInfo(
+        "mesh",
+        "2503.15265",
+        "DeepMesh",
+        "compact mesh tokenization, autoregressive mesh generation, DPO",
+    ),
+)
