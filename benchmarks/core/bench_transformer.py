@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import bench, bench_main, device_name
 from tenfold.core.metrics import sqnr
-from tenfold.core.transformer import DIT_MODELS, LM, LM_MODELS, DiT, DiTConfig, LMConfig
+from tenfold.core.models import DIT_MODELS, LM, LM_MODELS, DiT, DiTConfig, LMConfig
 
 
 def reference_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import bench, bench_main, device_name
 from tenfold.core.metrics import sqnr
-from tenfold.core.transformer import LMBlock, LMConfig, RotaryEmbedding
+from tenfold.core.models import LMBlock, LMConfig, RotaryEmbedding
 from tenfold.fallback import (
     FallbackConfig,
     LayerStats,

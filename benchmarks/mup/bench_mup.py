@@ -15,7 +15,7 @@ import time
 import torch
 
 from benchmarks.common import bench, bench_main, device_name
-from tenfold.core.transformer import BACKBONES
+from tenfold.core.models import BACKBONES
 from tenfold.mup import MuPConfig, parametrize_
 
 
