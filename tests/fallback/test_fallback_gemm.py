@@ -30,8 +30,8 @@ def _operands(M=70, K=96, N=48, outliers=True, seed=0, rule="relative"):
     if outliers:
         x[5, 3], x[M - 30, K - 26] = 300.0, -500.0
     w = torch.randn(N, K, generator=g) * 0.1
-    qx = _ref._quantize_ref(x, (32, 32), rule, 8.0)
-    qw = _ref.with_hi(_ref._quantize_ref(w, (32, 32)), w)
+    qx = _ref._quantize(x, (32, 32), rule, 8.0)
+    qw = _ref.with_hi(_ref._quantize(w, (32, 32)), w)
     return x, w, qx, qw.t()
 
 
@@ -58,9 +58,9 @@ def test_fast_form_equals_the_spec_up_to_fp32_rounding():
     g = torch.Generator().manual_seed(1)
     dy = torch.randn(70, 48, generator=g)
     dy[10, 7] = 80.0
-    qd = _ref._quantize_ref(dy, (32, 32), "relative", 8.0)
+    qd = _ref._quantize(dy, (32, 32), "relative", 8.0)
     assert qd.mask.any()
-    qx = _ref._quantize_ref(_operands()[0], (32, 32), "relative", 8.0).compact().expand_hi()
+    qx = _ref._quantize(_operands()[0], (32, 32), "relative", 8.0).compact().expand_hi()
     a, b = _ref._mixed_gemm(qd.t(), qx), _ref._mixed_gemm_fast(qd.t(), qx)
     assert (a - b).abs().max() <= 1e-5 * a.abs().max()
 
@@ -69,7 +69,7 @@ def test_spec_refuses_mismatched_operands():
     x, w, qx, qwt = _operands()
     with pytest.raises(ValueError, match="do not match"):
         _ref._mixed_gemm(qx, qx)
-    q16 = _ref._quantize_ref(w.t().contiguous(), (16, 32))
+    q16 = _ref._quantize(w.t().contiguous(), (16, 32))
     with pytest.raises(ValueError, match="reduction step"):
         _ref._mixed_gemm(qx, q16)
     with pytest.raises(ValueError, match="16-bit copies"):
@@ -84,7 +84,7 @@ def test_quantize_kernel_equals_reference(interpret, shape):
     x[M // 2, K // 3] = 400.0
     for rule in ("relative", "crest"):
         k = interpret.quantize(x, (32, 32), rule, 8.0)
-        r = _ref._quantize_ref(x, (32, 32), rule, 8.0)
+        r = _ref._quantize(x, (32, 32), rule, 8.0)
         # same fp32 operations in the same order: bit-identical
         assert torch.equal(k.q, r.q) and torch.equal(k.scale, r.scale)
         assert torch.equal(k.mask, r.mask) and torch.equal(k.hi, r.hi)
@@ -112,12 +112,12 @@ def test_gemm_kernel_or_rule_per_tensor_and_transposed_views(interpret):
     g = torch.Generator().manual_seed(2)
     dy = torch.randn(70, 48, generator=g)
     dy[10, 7] = 80.0
-    qd = _ref._quantize_ref(dy, (32, 32), "relative", 8.0)
-    qx = _ref._quantize_ref(_operands()[0], (32, 32), "relative", 8.0).compact().expand_hi()
+    qd = _ref._quantize(dy, (32, 32), "relative", 8.0)
+    qx = _ref._quantize(_operands()[0], (32, 32), "relative", 8.0).compact().expand_hi()
     k, r = interpret.mixed_gemm(qd.t(), qx), _ref._mixed_gemm(qd.t(), qx)  # strided A
     assert (k - r).abs().max() <= 1e-5 * r.abs().max()
     x, w = torch.randn(40, 72), torch.randn(72, 24)
-    a, b = _ref._quantize_ref(x, None), _ref._quantize_ref(w, None)
+    a, b = _ref._quantize(x, None), _ref._quantize(w, None)
     assert torch.equal(interpret.mixed_gemm(a, b), _ref._mixed_gemm(a, b))
 
 

@@ -20,7 +20,7 @@ from tenfold.fallback import _ref
 def test_round_trip_error_is_at_most_half_a_step_per_block(r, c, br, bc, log_scale, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(r, c, generator=g) * 10.0**log_scale
-    qt = _ref._quantize_ref(x, (br, bc))
+    qt = _ref._quantize(x, (br, bc))
     assert qt.q.dtype == torch.int8 and qt.q.abs().max() <= 127
     assert qt.scale.shape == (-(-r // br), -(-c // bc))
     step = _ref._expand(qt.scale, (br, bc))[:r, :c]
@@ -35,11 +35,11 @@ def test_round_trip_error_is_at_most_half_a_step_per_block(r, c, br, bc, log_sca
 def test_zero_blocks_padding_and_per_tensor():
     x = torch.zeros(40, 40)
     x[:32, :32] = torch.randn(32, 32)
-    qt = _ref._quantize_ref(x, (32, 32))
+    qt = _ref._quantize(x, (32, 32))
     assert qt.q.shape == (64, 64)  # padded
     assert torch.equal(qt.scale[1:, :], torch.ones(1, 2) / 127)  # all-zero blocks: scale 1/127
     assert torch.equal(qt.dequantize()[32:, :], torch.zeros(8, 40))
-    t = _ref._quantize_ref(x, None)
+    t = _ref._quantize(x, None)
     assert t.scale.shape == (1, 1) and t.scale.item() == pytest.approx(x.abs().max().item() / 127)
 
 
@@ -52,13 +52,13 @@ def _outlier_tensor(outlier=200.0):
 
 @pytest.mark.parametrize("rule,threshold", [("relative", 8.0), ("crest", 12.0), ("absolute", 50.0)])
 def test_rules_mark_the_outlier_block_and_nothing_else(rule, threshold):
-    qt = _ref._quantize_ref(_outlier_tensor(), (32, 32), rule, threshold)
+    qt = _ref._quantize(_outlier_tensor(), (32, 32), rule, threshold)
     expect = torch.zeros(4, 4, dtype=torch.bool)
     expect[1, 2] = True
     assert torch.equal(qt.mask, expect)
     assert qt.fallback_rate == pytest.approx(1 / 16)
     # without the outlier, Gaussian blocks (absmax ~ 3.5 sigma) never fall back
-    clean = _ref._quantize_ref(_outlier_tensor(0.0), (32, 32), rule, threshold)
+    clean = _ref._quantize(_outlier_tensor(0.0), (32, 32), rule, threshold)
     assert not clean.mask.any() and clean.hi is None
 
 
@@ -82,7 +82,7 @@ def test_rule_thresholds_are_exact_boundaries():
 
 def test_fallback_blocks_keep_16_bit_values_and_compact_saves_memory():
     x = _outlier_tensor()
-    qt = _ref._quantize_ref(x, (32, 32), "relative", 8.0)
+    qt = _ref._quantize(x, (32, 32), "relative", 8.0)
     v = qt.value()
     blk = (slice(32, 64), slice(64, 96))
     assert torch.equal(v[blk], x[blk].bfloat16().float())  # the outlier block: bf16 values

@@ -495,7 +495,7 @@ class Int8TrainAttention(torch.autograd.Function):
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
 
 
-def attention_ref(
+def _attention(
     q: Tensor,
     k: Tensor,
     v: Tensor,

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.models import set_attention_fn
 from . import _ref
 from ._ref import VARIANTS, Numerics
 
@@ -265,7 +266,7 @@ def sageattn(
         if rep > 1:
             k = k.repeat_interleave(rep, dim=1)  # (B, H, Tk, D)
             v = v.repeat_interleave(rep, dim=1)  # (B, H, Tk, D)
-        out = _ref.attention_ref(q, k, v, num, scale, attn_mask, causal)
+        out = _ref._attention(q, k, v, num, scale, attn_mask, causal)
     return out.transpose(1, 2) if cfg.layout is Layout.BTHD else out
 
 
@@ -312,35 +313,28 @@ class _Bound:
         return f"sageattn[{self.cfg.variant.value}, {self.cfg.backend.value}]"
 
 
-def apply_(model: nn.Module, cfg: AttentionConfig, filter_fn=None) -> int:
-    """Swap the attention kernel of tenfold's core models (self, cross and joint attention
-    modules, anything with an ``attn_fn``) for :func:`sageattn` with ``cfg``; ``filter_fn(
-    module, name) -> bool`` picks modules. Returns how many were swapped. Parameters and
-    the state_dict are untouched; :func:`remove_` restores SDPA."""
+def apply_(model: nn.Module, cfg: AttentionConfig, filter_fn=None) -> list[str]:
+    """Swap the attention kernel of tenfold's core models (every
+    :class:`~tenfold.core.models.PluggableAttention`: self, cross and joint attention) for
+    :func:`sageattn` with ``cfg``; ``filter_fn(module, name) -> bool`` picks modules. Returns
+    the names of the swapped modules. Parameters and the state_dict are untouched;
+    :func:`remove_` restores SDPA."""
     if not isinstance(cfg, AttentionConfig):
         raise TypeError(f"apply_ takes an AttentionConfig, got {type(cfg).__name__}")
-    fn = _Bound(cfg)
-    n = 0
-    for name, m in model.named_modules():
-        if hasattr(m, "attn_fn") and (filter_fn is None or filter_fn(m, name)):
-            m.attn_fn = fn
-            n += 1
-    if n == 0:
+    swapped = set_attention_fn(model, _Bound(cfg), filter_fn)
+    if not swapped:
         raise ValueError(
-            "apply_ found no attention module with an attn_fn (tenfold.core.models's "
+            "apply_ found no attention module with a pluggable kernel (tenfold.core.models' "
             "Attention/CrossAttention/JointAttention); for other models use sdpa_routed()"
         )
-    return n
+    return swapped
 
 
-def remove_(model: nn.Module) -> int:
-    """Give every swapped attention module back PyTorch SDPA; returns how many."""
-    n = 0
-    for m in model.modules():
-        if isinstance(getattr(m, "attn_fn", None), _Bound):
-            m.attn_fn = None
-            n += 1
-    return n
+def remove_(model: nn.Module) -> list[str]:
+    """Give every swapped attention module back PyTorch SDPA; returns their names."""
+    return set_attention_fn(
+        model, None, lambda m, name: isinstance(getattr(m, "attn_fn", None), _Bound)
+    )
 
 
 @contextlib.contextmanager

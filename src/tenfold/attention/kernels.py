@@ -219,7 +219,7 @@ def attention(
     scale: float | None = None,
     causal: str | None = None,
 ) -> Tensor:
-    """Kernel of :func:`tenfold.attention._ref.attention_ref` for ``variant`` over
+    """Kernel of :func:`tenfold.attention._ref._attention` for ``variant`` over
     (B, H, Tq, D) and (B, Hkv, Tk, D) (grouped-query attention read in place), fp16/bf16,
     head dim 64 or 128. ``causal``: None, ``"bottom_right"`` or ``"top_left"``.
     ``int8_train`` is differentiable (SageBwd backward)."""

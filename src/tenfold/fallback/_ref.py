@@ -160,7 +160,7 @@ def _block_stats(
     return b.abs().amax(dim=(1, 3)), b.square().mean(dim=(1, 3)) if meansq else None
 
 
-def _quantize(xp: Tensor, absmax: Tensor, block: tuple[int, int]) -> tuple[Tensor, Tensor]:
+def _quantize_blocks(xp: Tensor, absmax: Tensor, block: tuple[int, int]) -> tuple[Tensor, Tensor]:
     safe = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
     scale = safe / QMAX
     v = _bcast(xp, QMAX / safe, block)
@@ -186,7 +186,7 @@ def fallback_mask(absmax: Tensor, meansq: Tensor | None, rule: str, threshold: f
     raise ValueError(f"unknown fallback rule {rule!r}")
 
 
-def _quantize_ref(
+def _quantize(
     x: Tensor,
     block: tuple[int, int] | None,
     rule: str | None = None,
@@ -202,7 +202,7 @@ def _quantize_ref(
         block = (max(R, 1), max(C, 1))
     xp = _pad2d(x.float(), block)
     absmax, meansq = _block_stats(xp, block, meansq=rule == "crest")
-    q, scale = _quantize(xp, absmax, block)
+    q, scale = _quantize_blocks(xp, absmax, block)
     if meansq is not None:
         # statistics over real elements: padded zeros would lower a tail block's RMS
         Rb, Cb = absmax.shape

@@ -235,7 +235,7 @@ def _quantize(x: Tensor, cfg: FallbackConfig, block, fallback: bool) -> QTensor:
         from . import kernels
 
         return kernels.quantize(x, block, rule, cfg.threshold, cfg.hi_dtype)
-    return _ref._quantize_ref(x, block, rule, cfg.threshold, cfg.hi_dtype)
+    return _ref._quantize(x, block, rule, cfg.threshold, cfg.hi_dtype)
 
 
 def _gemm(a: QTensor, b: QTensor, cfg: FallbackConfig, like: Tensor) -> Tensor:

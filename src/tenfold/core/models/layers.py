@@ -444,9 +444,9 @@ class LabelEmbedder(nn.Module):
             if lo < 0 or hi >= self.table.num_embeddings:
                 if hi == self.num_classes and self.dropout_prob <= 0:
                     raise ValueError(
-                        f"label {hi} is the null label, but this model has none: it was built "
-                        "with class_dropout_prob=0 (set class_dropout_prob > 0 for "
-                        "classifier-free guidance)"
+                        f"label {hi} asks for the null label, but this model has no null label: "
+                        "it was built with class_dropout_prob=0 (set class_dropout_prob > 0 "
+                        "for classifier-free guidance)"
                     )
                 raise ValueError(
                     f"class labels must lie in [0, {self.num_classes}"

@@ -56,7 +56,7 @@ class UViTConfig(BackboneConfig):
 
 
 class UViT(nn.Module):
-    """U-ViT for class-conditional diffusion: tokens [time, class, patches] with a learned
+    """U-ViT for class-conditional diffusion: tokens [class, time, patches] with a learned
     position embedding, long skip connections, a linear patch decoder and a 3x3 output conv.
     ``forward(x, t, y)`` as :class:`DiT`."""
 
@@ -101,7 +101,9 @@ class UViT(nn.Module):
         check_inputs(self, x, t, y, label_ndim=1)
         c = self.config
         h = self.x_embedder(x).flatten(2).transpose(1, 2)  # (B, T, C)
-        extra = torch.stack([self.t_embedder(t), self.y_embedder(y)], dim=1)  # (B, 2, C)
+        # [label, time, patches], in baofff/U-ViT's order (the time token goes first, then the
+        # label token in front of it)
+        extra = torch.stack([self.y_embedder(y), self.t_embedder(t)], dim=1)  # (B, 2, C)
         h = torch.cat([extra, h], dim=1) + self.pos_embed  # (B, 2+T, C)
         skips = []
         for blk in self.in_blocks:

@@ -1,10 +1,7 @@
-"""Reproductions of arXiv 2505.15270 at digits scale.
-
-* ``mup/coord-check`` -- coordinate check of DiT, U-ViT, PixArt-alpha and MMDiT, SP and muP.
-* ``mup/lr-transfer`` -- learning-rate sweeps of a class-conditional DiT (and, in ``full``,
-  PixArt-alpha) on the digits with the EDM loss, over widths and log2 learning rates, SP and
-  muP: does the best LR transfer, is wider better, how much faster is the wide muP model
-  with the proxy's LR than SP at AdamW 1e-4, and what does the sweep cost.
+"""``mup/lr-transfer``: learning-rate sweeps of a class-conditional DiT (and, in ``full``,
+PixArt-alpha) on the digits with the EDM loss, over widths and log2 learning rates, SP and
+muP: does the best LR transfer, is wider better, how much faster is the wide muP model with
+the proxy's LR than SP at AdamW 1e-4, and what does the sweep cost.
 
 Sweep points run in parallel worker processes (:mod:`tenfold.core.sweep`); each finished
 point is a JSON file under ``<out>/mup/lr-transfer/sweep-<hash>/``, and a rerun of the same
@@ -18,185 +15,20 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
-from .. import __version__
-from ..core.data import load_digits
-from ..core.diffusion import EDMConfig, EDMPrecond, edm_loss
-from ..core.experiment import Claim, Result, RunContext, experiment
-from ..core.models import BACKBONES
-from ..core.sweep import run_sweep
-from ..core.tasks.digits import DigitsTask
-from ..core.tasks.plotting import pyplot
-from ..core.train import StepContext, batch_indices, step_generator
-from .api import MuPConfig, parametrize_
-from .coord import coord_check
-
-Family = Literal["dit", "uvit", "pixart", "mmdit"]
-FAMILY_NAMES = {"dit": "DiT", "uvit": "U-ViT", "pixart": "PixArt-alpha", "mmdit": "MMDiT"}
-HEAD_DIM = 32  # the digits presets' head dim: width = heads * 32
-
-# Coordinate-check thresholds on the log-log slope of mean |activation| against width at
-# the last step. Theory: under SP with Adam at a fixed LR, an update moves a hidden
-# pre-activation by Theta(width) (slope 1); under muP by Theta(1) (slope 0). "Flat" allows
-# finite-width drift of a factor 2**0.25*... i.e. |slope| <= 0.25 (x1.4 per 4x width); "grows"
-# asks for at least half the SP slope. The gap between them keeps noise from deciding.
-FLAT_SLOPE = 0.25
-GROW_SLOPE = 0.5
-
-
-def _preset(family: str) -> str:
-    return next(k for k in BACKBONES[family].presets if "Digits" in k)
-
-
-def build_backbone(family: str, n_heads: int, depth: int = 0, image_size: int = 8):
-    """A digits backbone of the family at ``n_heads`` heads of 32 (depth 0: the preset's)."""
-    over = {"n_heads": n_heads, "input_size": image_size}
-    if depth:
-        over["depth"] = depth + 1 if family == "uvit" and depth % 2 == 0 else depth
-    return BACKBONES[family].build(_preset(family), **over)
-
-
-def _check_heads(heads: tuple[int, ...], what: str) -> None:
-    if len(heads) < 2 or any(h < 1 for h in heads) or list(heads) != sorted(set(heads)):
-        raise ValueError(f"{what} must be >= 2 increasing head counts >= 1, got {heads}")
-
-
-def _check_families(families: tuple[str, ...]) -> None:
-    if not families:
-        raise ValueError("backbones must name at least one of dit, uvit, pixart, mmdit")
-    for f in families:
-        if f not in BACKBONES:
-            raise ValueError(f"unknown backbone {f!r}; choose from {', '.join(BACKBONES)}")
-
-
-# --------------------------------------------------------------------------------------
-# mup/coord-check
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CoordCheckConfig:
-    backbones: tuple[str, ...] = ("dit", "uvit", "pixart", "mmdit")
-    heads: tuple[int, ...] = (1, 4, 7, 10, 13)  # widths = heads * 32; base = the first
-    depth: int = 0  # 0: each preset's depth
-    steps: int = 4
-    seeds: int = 3
-    batch_size: int = 32
-    log2_lr: float = -7.0
-
-    def __post_init__(self):
-        _check_families(self.backbones)
-        _check_heads(self.heads, "heads")
-        if self.steps < 1 or self.seeds < 1 or self.batch_size < 1 or self.depth < 0:
-            raise ValueError("steps, seeds and batch_size must be >= 1 and depth >= 0")
-
-
-def _coord_loss(family: str, batch_size: int):
-    data = load_digits("train", 8)
-    task = DigitsTask(family, cond_dropout_prob=0.0)
-    x, labels = data.images[:batch_size], data.labels[:batch_size]
-
-    def loss_fn(model, step):
-        ctx = StepContext(step=step, generator=step_generator(0, step))
-        return task.loss(EDMPrecond(model, task.edm.sigma_data), (x, labels), ctx)
-
-    return loss_fn
-
-
-@experiment(
-    "mup/coord-check",
-    CoordCheckConfig,
-    presets={
-        "quick": dict(heads=(1, 2, 4, 8), depth=2),
-        "full": dict(heads=(1, 4, 7, 10, 13, 16, 19)),
-    },
-    summary="Coordinate check of DiT, U-ViT, PixArt-alpha and MMDiT: mean |activation| of every layer over the first AdamW steps against width, SP vs muP.",
-)
-def coord_check_experiment(cfg: CoordCheckConfig, ctx: RunContext) -> Result:
-    plt = pyplot()
-    widths = [h * HEAD_DIM for h in cfg.heads]
-    lr = 2.0**cfg.log2_lr
-    mcfg = MuPConfig(base_width=widths[0])
-    claims, rows, metrics = [], [], {}
-    for fam in cfg.backbones:
-        loss_fn = _coord_loss(fam, cfg.batch_size)
-        out = {}
-        for param, mup_cfg in (("sp", None), ("mup", mcfg)):
-            out[param] = coord_check(
-                lambda w, fam=fam: build_backbone(fam, w // HEAD_DIM, cfg.depth),
-                widths,
-                loss_fn,
-                lr=lr,
-                config=mup_cfg,
-                steps=cfg.steps,
-                seeds=tuple(range(cfg.seeds)),
-                progress=ctx.log,
-            )
-        s_sp, s_mu = out["sp"].slopes(), out["mup"].slopes()
-        fin_mu = {k: v for k, v in s_mu.items() if math.isfinite(v)}
-        fin_sp = {k: v for k, v in s_sp.items() if math.isfinite(v)}
-        worst_mu = max(fin_mu, key=lambda k: abs(fin_mu[k]))
-        top_sp = max(fin_sp, key=lambda k: fin_sp[k])
-        n_grow = sum(v >= GROW_SLOPE for v in fin_sp.values())
-        name = FAMILY_NAMES[fam]
-        metrics[f"{fam}_mup_max_abs_slope"] = abs(fin_mu[worst_mu])
-        metrics[f"{fam}_sp_max_slope"] = fin_sp[top_sp]
-        rows.append(
-            {
-                "backbone": name,
-                "layers": len(fin_mu),
-                "muP max |slope|": round(abs(fin_mu[worst_mu]), 3),
-                "muP worst layer": worst_mu,
-                "SP max slope": round(fin_sp[top_sp], 3),
-                "SP top layer": top_sp,
-                f"SP layers >= {GROW_SLOPE}": f"{n_grow}/{len(fin_sp)}",
-            }
-        )
-        ok = abs(fin_mu[worst_mu]) <= FLAT_SLOPE and fin_sp[top_sp] >= GROW_SLOPE
-        claims.append(
-            Claim.check(
-                f"{fam}-coord-flat",
-                f"{name}: under muP every layer's activation scale is flat in width; under SP some grow",
-                f"after {cfg.steps} steps, widths {widths[0]}..{widths[-1]}: muP max |slope| "
-                f"{abs(fin_mu[worst_mu]):.3f} ({worst_mu}); SP max slope {fin_sp[top_sp]:.3f} "
-                f"({top_sp}), {n_grow} of {len(fin_sp)} layers >= {GROW_SLOPE}",
-                ok,
-                f"slope of log mean|x| vs log width; flat: |slope| <= {FLAT_SLOPE}, grows: "
-                f">= {GROW_SLOPE} (theory: 0 under muP, up to 1 under SP with Adam)",
-            )
-        )
-        fig, axes = plt.subplots(
-            2, cfg.steps, figsize=(3.0 * cfg.steps, 5.6), sharey="row", squeeze=False
-        )
-        out["sp"].plot(list(axes[0]), title="SP")
-        out["mup"].plot(list(axes[1]), title="muP")
-        fig.suptitle(f"{name}: mean |activation| of every layer vs width (lr 2^{cfg.log2_lr:g})")
-        fig.tight_layout()
-        ctx.figure(fig, f"coord_{fam}")
-        (ctx.out_dir / f"coord_{fam}.json").write_text(
-            json.dumps({k: v.to_json() for k, v in out.items()})
-        )
-    return Result(
-        metrics=metrics,
-        claims=claims,
-        tables={"slopes": rows},
-        notes=(
-            f"widths {widths} (heads of {HEAD_DIM}), base width {widths[0]}, AdamW lr "
-            f"2^{cfg.log2_lr:g}, {cfg.steps} steps, {cfg.seeds} seeds, batch {cfg.batch_size}; "
-            "slopes at the last step, from the seed-averaged mean |output| of every module "
-            "holding parameters. Layers that are exactly zero at some width (muP's zero "
-            "readout at t=0) are left out."
-        ),
-    )
-
-
-# --------------------------------------------------------------------------------------
-# mup/lr-transfer
-# --------------------------------------------------------------------------------------
+from ... import __version__
+from ...core.data import load_digits
+from ...core.diffusion import EDMConfig, EDMPrecond, edm_loss
+from ...core.experiment import Claim, Result, RunContext, experiment
+from ...core.sweep import run_sweep
+from ...core.tasks.digits import DigitsTask
+from ...core.tasks.plotting import pyplot
+from ...core.train import TrainConfig, Trainer
+from ..api import MuPConfig, parametrize_
+from .common import FAMILY_NAMES, HEAD_DIM, build_backbone, check_families, check_heads
 
 
 @dataclass(frozen=True)
@@ -217,8 +49,8 @@ class LRTransferConfig:
     resume: bool = True
 
     def __post_init__(self):
-        _check_families(self.backbones)
-        _check_heads(self.heads, "heads")
+        check_families(self.backbones)
+        check_heads(self.heads, "heads")
         if self.heads[-1] < 4 * self.heads[0]:
             raise ValueError(
                 f"heads {self.heads} span less than 4x in width: the transfer needs >= 4x"
@@ -261,6 +93,8 @@ def _val_set(family: str, n_noise: int, edm: EDMConfig):
 @torch.no_grad()
 def validation_loss(denoiser, family: str, n_noise: int, edm: EDMConfig) -> float:
     x, y, sigma, noise = _val_set(family, n_noise, edm)
+    dev = next(denoiser.parameters()).device
+    x, y, sigma, noise = (t.to(dev) for t in (x, y, sigma, noise))
     total = 0.0
     for i in range(0, len(x), 512):
         sl = slice(i, i + 512)
@@ -271,8 +105,9 @@ def validation_loss(denoiser, family: str, n_noise: int, edm: EDMConfig) -> floa
 
 
 def train_point(p: dict) -> dict:
-    """One sweep point: train a digits backbone (SP or muP) at constant LR, no weight decay,
-    and return its validation loss (and a validation curve when ``curve_every`` > 0)."""
+    """One sweep point: train a digits backbone (SP or muP) with the core Trainer at constant
+    LR, no weight decay, no clipping, no EMA, and return its validation loss (and a
+    validation curve when ``curve_every`` > 0)."""
     fam, seed = p["backbone"], p["seed"]
     torch.manual_seed(seed)
     net = build_backbone(fam, p["heads"], p["depth"])
@@ -288,27 +123,38 @@ def train_point(p: dict) -> dict:
     task = DigitsTask(fam, cond_dropout_prob=0.1)
     D = EDMPrecond(net, task.edm.sigma_data)
     train = load_digits("train", 8)
-    n = len(train.images)
-    curve, losses = [], []
     every = p.get("curve_every", 0)
-    for step in range(p["steps"]):
-        idx = batch_indices(n, p["batch_size"], step, seed)
-        ctx = StepContext(step=step, generator=step_generator(seed, step))
-        loss = task.loss(D, (train.images[idx], train.labels[idx]), ctx)
-        if not torch.isfinite(loss):
-            return {"val_loss": None, "diverged_at": step, "curve": curve, "n_params": _count(net)}
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if every and (step + 1) % every == 0 and step + 1 < p["steps"]:
-            D.eval()
-            curve.append([step + 1, validation_loss(D, fam, p["val_noise"], task.edm)])
-            D.train()
-    D.eval()
-    val = validation_loss(D, fam, p["val_noise"], task.edm)
-    if every:
-        curve.append([p["steps"], val])
+    tcfg = TrainConfig(
+        steps=p["steps"],
+        batch_size=p["batch_size"],
+        lr=lr,
+        grad_clip=None,
+        ema_decay=None,
+        eval_every=every,
+        log_every=0,
+        seed=seed,
+        progress=False,
+    )
+
+    def eval_fn(model, step):
+        return {"val_loss": validation_loss(model, fam, p["val_noise"], task.edm)}
+
+    trainer = Trainer(
+        D, task.loss, (train.images, train.labels), tcfg, optimizer=opt, eval_fn=eval_fn
+    )
+    try:
+        trainer.fit()
+    except FloatingPointError:
+        curve = [[e["step"], e["val_loss"]] for e in trainer.evals] if every else []
+        return {
+            "val_loss": None,
+            "diverged_at": trainer.step,
+            "curve": curve,
+            "n_params": _count(net),
+        }
+    curve = [[e["step"], e["val_loss"]] for e in trainer.evals] if every else []
+    val = trainer.evals[-1]["val_loss"]
+    losses = [h["loss"] for h in trainer.history]
     tail = losses[-max(1, len(losses) // 10) :]
     return {
         "val_loss": val if math.isfinite(val) else None,
