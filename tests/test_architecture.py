@@ -112,3 +112,46 @@ def test_every_method_package_declares_itself_and_owns_its_experiments():
         assert exp.fn.__module__.startswith(f"tenfold.{exp.method}."), (name, exp.fn.__module__)
     keys = [m.key for m, _ in all_methods()]
     assert len(keys) == len(set(keys)) == 11  # core + ten papers, none listed twice
+
+
+def test_a_new_method_package_is_discovered_with_no_change_to_core(tmp_path, monkeypatch):
+    """The template of docs/contributing.md: a package that declares METHOD and registers an
+    experiment in its repro module is listed, run and reported; core is not touched."""
+    import sys
+
+    from tenfold.core import experiment as E
+    from tenfold.core.report import collect_results, render_report
+
+    pkg = tmp_path / "toymethod"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from tenfold.core.experiment import MethodInfo\n"
+        'METHOD = MethodInfo("toymethod", "2501.00001", "A toy paper", "nothing at all")\n'
+    )
+    (pkg / "repro.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from tenfold.core.experiment import Claim, Result, experiment\n"
+        "@dataclass(frozen=True)\n"
+        "class Cfg:\n"
+        "    n: int = 3\n"
+        '@experiment("toymethod/count", Cfg, presets={"quick": {"n": 2}, "full": {}}, summary="toy")\n'
+        "def count(cfg, ctx):\n"
+        '    return Result(metrics={"n": cfg.n}, claims=[Claim.check("positive", "n > 0", str(cfg.n), cfg.n > 0)])\n'
+    )
+    monkeypatch.setattr(tenfold, "__path__", [*tenfold.__path__, str(tmp_path)])
+    monkeypatch.setattr(E, "_METHODS", None)
+    monkeypatch.setattr(E, "_LOADED", False)
+    try:
+        assert "toymethod" in {m.key for m in E.methods()}
+        assert "toymethod/count" in E.registry()
+        result, _ = E.run_experiment(
+            "toymethod/count", "quick", out=tmp_path / "runs", progress=False
+        )
+        assert result.claim("positive").verdict.value == "holds"
+        page = render_report(collect_results(tmp_path / "runs")[0])
+        assert "A toy paper" in page and "toymethod/count" in page
+    finally:
+        E._REGISTRY.pop("toymethod/count", None)
+        for name in [m for m in sys.modules if m.startswith("tenfold.toymethod")]:
+            del sys.modules[name]
+        E._METHODS, E._LOADED = None, False

@@ -172,8 +172,9 @@ def methods() -> tuple[MethodInfo, ...]:
 
 
 def all_methods() -> tuple[tuple[MethodInfo, bool], ...]:
-    """Every method of the project with whether it is implemented: :func:`methods` plus the
-    roadmap's planned ones (``tenfold.roadmap.PLANNED``, if that module exists)."""
+    """Every method of the project with whether it is implemented: :func:`methods`, then the
+    roadmap's planned ones (``tenfold.roadmap.PLANNED``, if that module exists), each by
+    arXiv id."""
     done = methods()
     keys = {m.key for m in done}
     try:
@@ -181,7 +182,7 @@ def all_methods() -> tuple[tuple[MethodInfo, bool], ...]:
     except ModuleNotFoundError:
         planned = ()
     rows = [(m, True) for m in done] + [(m, False) for m in planned if m.key not in keys]
-    return tuple(sorted(rows, key=lambda r: _sort_key(r[0])))
+    return tuple(sorted(rows, key=lambda r: (not r[1], *_sort_key(r[0]))))  # implemented first
 
 
 class RunContext:
