@@ -154,3 +154,11 @@ def test_report_lists_all_methods_and_embeds_results(toy_experiment, tmp_path):
     assert "tenfold run core/_toy --preset full" in page
     path = write_report(tmp_path / "runs", tmp_path / "report")
     assert path.read_text().startswith("<!doctype html>")
+
+
+def test_the_recorded_command_parses_back_to_the_same_overrides(toy_experiment, tmp_path):
+    over = {"shape": (4, 5), "flag": True, "mode": "b", "limit": None, "name": "y"}
+    _, run_dir = E.run_experiment(toy_experiment, "quick", over, out=tmp_path)
+    cmd = json.loads((run_dir / "result.json").read_text())["command"]
+    items = cmd.split("--set ")[1:]
+    assert E.parse_overrides(ToyConfig, [i.strip() for i in items]) == over

@@ -460,6 +460,17 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def _cli_value(v: Any) -> str:
+    """A config value as ``--set`` parses it back (tuples comma-separated, enums by value)."""
+    if isinstance(v, (tuple, list)):
+        return ",".join(_cli_value(x) for x in v)
+    if isinstance(v, enum.Enum):
+        return str(v.value)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
 def run_experiment(
     name: str,
     preset: str = "quick",
@@ -515,7 +526,7 @@ def run_experiment(
     cmd = (
         launcher
         + exp.command(preset).removeprefix("tenfold ")
-        + "".join(f" --set {k}={v}" for k, v in (overrides or {}).items())
+        + "".join(f" --set {k}={_cli_value(v)}" for k, v in (overrides or {}).items())
     )
     record = {
         "name": name,
