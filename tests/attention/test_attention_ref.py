@@ -1,6 +1,8 @@
 """The reference numerics (tenfold.attention._ref): tiling and masks exact in float, each
 variant's accuracy against float64, the paper's ablation orderings, SageBwd gradients."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -127,6 +129,12 @@ def test_int8_train_keeps_dp_in_16_bit():
     dq2, _, dv2 = R.int8_train_bwd(q, k, (2 * v.float()).half(), o.half(), lse, do, num)
     torch.testing.assert_close(dv2, dv)
     assert not torch.allclose(dq2, dq)
+    # and the default really keeps dP in 16 bits: the INT8-dP ablation gives other dQ and dK
+    # (dV, which does not use dP, is the same)
+    assert num.bwd_dp != "int8"
+    dq8, dk8, dv8 = R.int8_train_bwd(q, k, v, o.half(), lse, do, replace(num, bwd_dp="int8"))
+    torch.testing.assert_close(dv8, dv, rtol=0, atol=0)
+    assert not torch.equal(dq8, dq) and not torch.equal(dk8, dk)
 
 
 def test_numerics_validation_and_errors():

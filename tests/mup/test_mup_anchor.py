@@ -3,13 +3,22 @@ dependency). The same DiT is made muP both ways -- ``mup.MuReadout`` + ``set_bas
 ``mup.init`` + ``MuAdamW``, as the paper's authors do -- and tenfold must give every parameter
 the same init, the same learning rate and weight decay, and the same readout output."""
 
+import importlib.util
+
 import pytest
 import torch
 
 from tenfold.core.models import DIT_MODELS, DiT, DiTConfig
 from tenfold.mup import MuPConfig, parametrize_
 
-mup = pytest.importorskip("mup", reason="mup 1.0.0 is installed by `make test`")
+# Not pytest.importorskip("mup"): without Microsoft's package, `import mup` finds this test
+# folder (tests/mup, on sys.path through tests/) as a namespace package and "succeeds".
+_spec = importlib.util.find_spec("mup")
+if _spec is None or _spec.origin is None:
+    pytest.skip(
+        "Microsoft's mup 1.0.0 is not installed (`make test` installs it)", allow_module_level=True
+    )
+import mup  # noqa: E402
 
 HD = 32
 BASE, WIDTH, R_MULT, LR, WD = 64, 256, 2.5, 2.0**-7, 0.05

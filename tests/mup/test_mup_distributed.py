@@ -1,5 +1,7 @@
 """A muP model under DDP and under FSDP (``use_orig_params=True``), two gloo processes on the
-CPU, trains exactly like one process on the whole batch. Nothing muP needs rides on the
+CPU, trains like one process on the whole batch, to float32 rounding (measured: 3.7e-9 at
+most on weights of scale 0.4, on an AMD EPYC), with muP's per-group learning rates and plain
+SGD, whose step does not amplify the all-reduce's rounding as Adam's does. Nothing muP needs rides on the
 tensors, so sharding and re-wrapping lose nothing (``mup``'s ``infshape`` is lost by FSDP)."""
 
 import os
@@ -16,10 +18,19 @@ CFG = MuPConfig(base_width=32, readout_mult=2.0)
 STEPS, BATCH, LR = 3, 8, 1e-2
 
 
+def _sgd(groups, lr, betas, eps, weight_decay):
+    # Plain SGD (muP's per-group learning rates and all): its step is proportional to the
+    # gradient, so the two runs differ by the all-reduce's rounding (about 1e-7 relative, on
+    # any CPU). Adam's step is not: with muP's zero readout the first step's hidden gradients
+    # are exactly zero in exact arithmetic, and Adam normalises whatever rounding noise the
+    # summation order leaves (which depends on the CPU's kernels) into full-size steps.
+    return torch.optim.SGD(groups, lr=lr, weight_decay=weight_decay)
+
+
 def make():
     torch.manual_seed(0)
     m = BACKBONES["dit"].build("DiT-Digits/2", n_heads=4)
-    opt = parametrize_(m, CFG, lr=LR)
+    opt = parametrize_(m, CFG, lr=LR, optimizer_cls=_sgd)
     return m, opt
 
 
@@ -63,7 +74,9 @@ def _worker(rank, world, port, wrapper, out):
         wrapped = FullyShardedDataParallel(
             model, use_orig_params=True, device_id=torch.device("cpu")
         )
-    opt = parametrize_(wrapped, CFG, lr=LR, init=False)  # the optimizer over the wrapped params
+    opt = parametrize_(
+        wrapped, CFG, lr=LR, init=False, optimizer_cls=_sgd
+    )  # over the wrapped params
     x, t, y = (v.chunk(world)[rank] for v in batch())
     train(wrapped, opt, x, t, y)
     if wrapper == "ddp":
@@ -87,14 +100,13 @@ def test_two_processes_match_one(tmp_path, wrapper):
     got = torch.load(out, weights_only=True)
     ref = model.state_dict()
     assert got.keys() == ref.keys()  # the same keys as a bare (and as a standard) model
+    init = make()[0].state_dict()
+    moved = 0
     for k in ref:
-        if k.endswith("attn.kv.bias"):
-            # the key half of this bias gets a gradient of exactly zero in exact arithmetic
-            # (softmax ignores a shift shared by all keys); Adam normalises the rounding noise
-            # to full-size steps, so it differs between summation orders but never matters
-            continue
-        # the all-reduce sums in another order than one process does
-        torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
+        # the all-reduce sums in another order than one process does: float32 rounding only
+        torch.testing.assert_close(got[k], ref[k], rtol=1e-5, atol=1e-6, msg=k)
+        moved += int(not torch.equal(ref[k], init[k]))
+    assert moved > len(ref) // 2  # the comparison is of trained weights, not of the init
     other, _ = make()
     other.load_state_dict(got)
     x, t, y = batch()
