@@ -332,9 +332,7 @@ def apply_(model: nn.Module, cfg: AttentionConfig, filter_fn=None) -> list[str]:
 
 def remove_(model: nn.Module) -> list[str]:
     """Give every swapped attention module back PyTorch SDPA; returns their names."""
-    return set_attention_fn(
-        model, None, lambda m, name: isinstance(getattr(m, "attn_fn", None), _Bound)
-    )
+    return set_attention_fn(model, None, lambda m, name: isinstance(m.attn_fn, _Bound))
 
 
 @contextlib.contextmanager

@@ -172,10 +172,10 @@ class BertEncoder(nn.Module):
             raise ValueError(
                 f"{T} tokens exceed max_position_embeddings={c.max_position_embeddings}"
             )
-        if ids.numel() and (ids.min() < 0 or ids.max() >= c.vocab_size):
-            raise ValueError(
-                f"token ids must lie in [0, {c.vocab_size}), got {ids.min()}..{ids.max()}"
-            )
+        if ids.numel():
+            lo, hi = torch.stack(torch.aminmax(ids)).tolist()
+            if lo < 0 or hi >= c.vocab_size:
+                raise ValueError(f"token ids must lie in [0, {c.vocab_size}), got {lo}..{hi}")
         if type_ids is None:
             type_ids = torch.zeros_like(ids)
         pos = torch.arange(T, device=ids.device)
@@ -297,16 +297,18 @@ class SentenceEncoder(nn.Module):
     def encode(self, texts: list[str], batch_size: int = 64) -> Tensor:
         """Embed ``texts`` in batches -> (N, C) on the CPU."""
         _check(batch_size >= 1, f"batch_size must be >= 1, got {batch_size}")
-        texts = list(texts) if not isinstance(texts, str) else texts
-        ids_mask = [
-            self.tokenize(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)
-        ]
-        if not ids_mask:
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("encode takes a list of strings")
+        texts = list(texts)
+        if not texts:
             return torch.zeros(0, self.dim)
         dev = next(self.parameters()).device
         was = self.training
         self.eval()
-        out = [self(ids.to(dev), mask.to(dev)).float().cpu() for ids, mask in ids_mask]
+        out = []
+        for i in range(0, len(texts), batch_size):
+            ids, mask = self.tokenize(texts[i : i + batch_size])
+            out.append(self(ids.to(dev), mask.to(dev)).float().cpu())
         self.train(was)
         return torch.cat(out)
 

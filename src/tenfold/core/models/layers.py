@@ -423,13 +423,15 @@ class LabelEmbedder(nn.Module):
         self.drop_in_model = drop_in_model
         self.table = nn.Embedding(num_classes + (dropout_prob > 0), dim)
 
+    _NO_NULL = (
+        "this model has no null label: it was built with class_dropout_prob=0 "
+        "(set class_dropout_prob > 0 for classifier-free guidance)"
+    )
+
     @property
     def null_label(self) -> int:
         if self.dropout_prob <= 0:
-            raise ValueError(
-                "this model has no null label: it was built with class_dropout_prob=0 "
-                "(set class_dropout_prob > 0 for classifier-free guidance)"
-            )
+            raise ValueError(self._NO_NULL)
         return self.num_classes
 
     def forward(self, y: Tensor, drop: Tensor | None = None) -> Tensor:
@@ -440,14 +442,10 @@ class LabelEmbedder(nn.Module):
         if drop is not None:
             y = torch.where(drop, torch.full_like(y, self.null_label), y)
         if y.numel() and not torch.compiler.is_compiling():
-            lo, hi = int(y.min()), int(y.max())
+            lo, hi = torch.stack(torch.aminmax(y)).tolist()  # one reduction, one sync
             if lo < 0 or hi >= self.table.num_embeddings:
                 if hi == self.num_classes and self.dropout_prob <= 0:
-                    raise ValueError(
-                        f"label {hi} asks for the null label, but this model has no null label: "
-                        "it was built with class_dropout_prob=0 (set class_dropout_prob > 0 "
-                        "for classifier-free guidance)"
-                    )
+                    raise ValueError(f"label {hi} asks for the null label, but {self._NO_NULL}")
                 raise ValueError(
                     f"class labels must lie in [0, {self.num_classes}"
                     + (f"] ({self.num_classes} = null)" if self.dropout_prob > 0 else ")")

@@ -142,17 +142,19 @@ def train_point(p: dict) -> dict:
     trainer = Trainer(
         D, task.loss, (train.images, train.labels), tcfg, optimizer=opt, eval_fn=eval_fn
     )
+    diverged = False
     try:
         trainer.fit()
     except FloatingPointError:
-        curve = [[e["step"], e["val_loss"]] for e in trainer.evals] if every else []
+        diverged = True
+    curve = [[e["step"], e["val_loss"]] for e in trainer.evals] if every else []
+    if diverged:
         return {
             "val_loss": None,
             "diverged_at": trainer.step,
             "curve": curve,
             "n_params": _count(net),
         }
-    curve = [[e["step"], e["val_loss"]] for e in trainer.evals] if every else []
     val = trainer.evals[-1]["val_loss"]
     losses = [h["loss"] for h in trainer.history]
     tail = losses[-max(1, len(losses) // 10) :]
