@@ -136,7 +136,7 @@ def test_a_new_method_package_is_discovered_with_no_change_to_core(tmp_path, mon
         "    n: int = 3\n"
         '@experiment("toymethod/count", Cfg, presets={"quick": {"n": 2}, "full": {}}, summary="toy")\n'
         "def count(cfg, ctx):\n"
-        '    return Result(metrics={"n": cfg.n}, claims=[Claim.check("positive", "n > 0", str(cfg.n), cfg.n > 0)])\n'
+        '    return Result(metrics={"n": cfg.n}, claims=[Claim.judge("positive", "n > 0", source="ours", values=cfg.n, margin=0.0, noise=0.0, noise_from="exact", measured=str(cfg.n))])\n'
     )
     monkeypatch.setattr(tenfold, "__path__", [*tenfold.__path__, str(tmp_path)])
     monkeypatch.setattr(E, "_METHODS", None)

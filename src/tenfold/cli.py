@@ -94,7 +94,10 @@ def cmd_run(args) -> int:
         if not main_rank:
             continue
         for c in result.claims:
-            print(f"  [{c.verdict.value:12s}] {c.paper}\n                 measured: {c.measured}")
+            print(
+                f"  [{c.verdict.value:12s}] {c.statement}\n                 measured: "
+                f"{c.measured}\n                 effect: {c.evidence()}"
+            )
         print(f"  saved {run_dir / 'result.json'}")
     if failed:
         print(f"tenfold: {len(failed)} experiment(s) failed: {', '.join(failed)}", file=sys.stderr)
@@ -110,6 +113,29 @@ def cmd_report(args) -> int:
         return _fail(f"no runs folder at {runs}; run `tenfold run ...` first or name the folder")
     path = write_report(runs, Path(args.output))
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_docs(args) -> int:
+    from .core.report import sync_docs
+
+    docs, results = Path(args.docs), Path(args.results)
+    for p, what in ((docs, "docs"), (results, "results")):
+        if not p.is_dir():
+            return _fail(f"no {what} folder at {p}")
+    try:
+        changed = sync_docs(docs, results, check=args.check)
+    except ValueError as e:
+        return _fail(str(e))
+    if args.check:
+        if changed:
+            return _fail(
+                "these docs disagree with their result files (run `tenfold docs` to regenerate "
+                "the tables, or fix the result file): " + ", ".join(changed)
+            )
+        print("docs agree with results/")
+        return 0
+    print("regenerated " + (", ".join(changed) if changed else "nothing (all up to date)"))
     return 0
 
 
@@ -172,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="?", default="runs", help="runs folder (default: runs)")
     rep.add_argument("-o", "--output", default="report", help="output folder (default: report)")
     rep.set_defaults(fn=cmd_report)
+    d = sub.add_parser("docs", help="regenerate the docs' result tables from results/")
+    d.add_argument("--check", action="store_true", help="only check; exit 1 if a table differs")
+    d.add_argument("--docs", default="docs", help="docs folder (default: docs)")
+    d.add_argument("--results", default="results", help="results folder (default: results)")
+    d.set_defaults(fn=cmd_docs)
     sub.add_parser("info", help="versions, devices, Triton and GPU availability").set_defaults(
         fn=cmd_info
     )

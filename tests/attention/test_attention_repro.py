@@ -1,6 +1,8 @@
 """The attention reproductions at their quick presets (the demo runs the same), their
 claims' direction pinned where the quick scale settles it, and config errors."""
 
+import math
+
 import pytest
 
 from tenfold.attention import _ref as R
@@ -18,15 +20,18 @@ from tenfold.core.experiment import ConfigError, make_config, run_experiment
 @pytest.mark.python_docs
 def test_accuracy_quick(tmp_path):
     res, run_dir = run_experiment("attention/accuracy", "quick", out=tmp_path, progress=False)
-    assert len(res.claims) == 6
+    assert len(res.claims) == 7
     verdict = {c.key: c.verdict.value for c in res.claims}
-    # settled at quick scale on every source: NVFP4 beats MXFP4 and the 8-bit inference path
-    # reaches cos-sim 0.999. The smoothing verdict is not pinned: on the real LM's attention
-    # none, K and Q+K tie within 1e-4 and the verdict flips with the CPU (measured "fails" on
-    # an AMD EPYC with the code before and after the house-v2 redesign); what holds with
-    # margin is that smoothing K removes most of the error of the outlier input.
-    assert verdict["nvfp4-beats-mxfp4"] == "holds"
-    assert verdict["int8-plug-and-play"] == "holds"
+    # pinned where the quick scale settles it, by several times the measured noise on any
+    # CPU: the 8-bit path is plug-and-play (loss +0.03% +/- 0.2% against a 1% margin); the
+    # two-level P gain is far below half the paper's (0.003 +/- 0.002 halvings vs 1.9). The
+    # FP4 plug-in and NVFP4-vs-MXFP4 sit within their noise or close to their margin and
+    # are not pinned.
+    assert verdict["int8-plug-and-play"] == "holds", res.claim("int8-plug-and-play").evidence()
+    assert verdict["two-level-p"] == "fails", res.claim("two-level-p").evidence()
+    for c in res.claims:
+        assert math.isfinite(c.effect) and math.isfinite(c.noise) and c.noise > 0, c.key
+    assert res.claim("fp4-plug-and-play").source == "abstract"
     abl = {r["setting"]: r for r in res.tables["ablations (cos-sim vs float64)"]}
     out = "synthetic, outliers"
     none, k = float(abl["NVFP4, no smoothing"][out]), float(abl["NVFP4, smooth K"][out])
@@ -53,11 +58,12 @@ def test_sagebwd_on_outlier_inputs_loses_most_in_dq_dk():
 @pytest.mark.python_docs
 def test_train_8bit_quick(tmp_path):
     res, _ = run_experiment("attention/train-8bit", "quick", out=tmp_path, progress=False)
-    ft = res.claim("finetune-lossless")
+    ft = res.claim("finetune-lossless")  # 2 seeds: +0.00% and +0.01%, noise 0.005%
     assert ft.verdict.value == "holds", ft.measured
+    assert res.claim("pretrain-slower").verdict.value == "inconclusive"  # one seed at quick
     assert res.metrics["pretrain_full_val_loss"] < 7.0  # learned something: ln(2048) = 7.6
     assert res.metrics["pretrain_int8_train_val_loss"] < 7.0
-    assert res.metrics["runs"] == 4
+    assert res.metrics["runs"] == 6  # pretrain x 1 seed, finetune x 2 seeds, both schemes
     rows = res.tables["runs"]
     ftf = next(r for r in rows if r["phase"] == "finetune" and r["attention"] == "full")
     assert float(ftf["final val loss"]) < float(ftf["val before"])

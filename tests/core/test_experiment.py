@@ -1,4 +1,5 @@
 import json
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,8 +41,14 @@ def toy_experiment():
         return E.Result(
             metrics={"n": cfg.n, "half": cfg.n * cfg.scale / 2, "inf": float("inf")},
             claims=[
-                E.Claim.check("positive", "n is positive", f"n = {cfg.n}", cfg.n > 0),
-                E.Claim.check("undecided", "undecided", "?", None),
+                E.Claim.judge(
+                    "positive", "n is positive", source="ours", values=cfg.n, margin=0.0,
+                    noise=0.0, noise_from="exact", measured=f"n = {cfg.n}",
+                ),
+                E.Claim.judge(
+                    "undecided", "undecided", source="ours", values=1.0, margin=0.0,
+                    noise=math.inf, noise_from="not measured", measured="?",
+                ),
             ],
             tables={"rows": [{"i": i, "sq": i * i} for i in range(cfg.n)]},
         )

@@ -2,6 +2,7 @@
 direction pinned, the runs resumed, and config errors."""
 
 import json
+import math
 
 import pytest
 
@@ -13,30 +14,30 @@ from tenfold.fallback.repro import FallbackRunConfig, scheme_config
 @pytest.mark.python_docs
 def test_pretrain_quick_and_resume(tmp_path):
     res, run_dir = run_experiment("fallback/pretrain", "quick", out=tmp_path, progress=False)
-    assert len(res.claims) == 3
+    assert len(res.claims) == 4
     rec = json.loads((run_dir / "result.json").read_text())
     assert {"pretrain_loss.png", "pretrain_fallback_rate.png", "pretrain_outliers.png"} <= set(
         rec["figures"]
     )
-    # quick-scale findings, pinned: with fallback the loss stays within 1% of fp32 at a
-    # rate of a few percent, and so does plain block INT8 on the GELU control
+    # quick-scale findings, pinned where they clear the noise: fallback stays rare. At 150
+    # steps the seed-to-seed noise of full precision (2 seeds) is larger than the 1% margin,
+    # so "within 1%" is inconclusive; what is robust is that fallback's gap sits well inside
+    # that noise and that the noise was measured (finite)
+    assert res.claim("fallback-rare").verdict.value == "holds", res.claim("fallback-rare").measured
     fb = res.claim("fallback-matches-full")
-    ctrl = res.claim("gelu-control")
-    assert fb.verdict.value == "holds" and ctrl.verdict.value == "holds", (
-        fb.measured,
-        ctrl.measured,
-    )
-    assert 0 < res.metrics["fallback_rate"] < 0.10
+    assert math.isfinite(fb.noise) and fb.noise > 0 and fb.effect < fb.noise, fb.evidence()
+    assert len(res.metrics["swiglu_full_val_loss_seeds"]) == 2
+    assert 0 < res.metrics["fallback_rate"] < 0.05
     assert res.metrics["swiglu_full_val_loss"] < 7.0  # learned something: ln(2048) = 7.6
     sq = next(v for k, v in res.tables.items() if k.startswith("GEMM SQNR"))
     assert len(sq) == 2 * 6 + 2 * 5  # 2 layers of SwiGLU (6 linears) and of GELU (5)
     assert res.metrics["swiglu_int8_block_min_sqnr_db"] > 15
     layers = res.tables["fallback by layer (last eval window)"]
     assert len(layers) == 2 * 6
-    assert res.metrics["runs"] == 6 and res.metrics["runs_reused"] == 0
+    assert res.metrics["runs"] == 8 and res.metrics["runs_reused"] == 0  # 6 + 2 noise seeds
     # rerun: every run is reused from the experiment's runs/ folder, same numbers
     res2, _ = run_experiment("fallback/pretrain", "quick", out=tmp_path, progress=False)
-    assert res2.metrics["runs_reused"] == 6
+    assert res2.metrics["runs_reused"] == 8
     assert {k: v for k, v in res2.metrics.items() if k != "runs_reused"} == {
         k: v for k, v in res.metrics.items() if k != "runs_reused"
     }
@@ -48,7 +49,7 @@ def test_pretrain_quick_and_resume(tmp_path):
         progress=False,
         overrides={"alternatives": ("fallback:topk:0.05",)},
     )
-    assert res3.metrics["runs"] == 7 and res3.metrics["runs_reused"] == 6
+    assert res3.metrics["runs"] == 9 and res3.metrics["runs_reused"] == 8
 
 
 @pytest.mark.slow

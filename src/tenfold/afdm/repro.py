@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -80,9 +81,22 @@ def _curves_figure(ctx, cfg, res):
     return ctx.figure(fig, "ber_mobility")
 
 
-def _separated(a, b) -> bool:
-    """a's interval lies below b's."""
-    return a.high < b.low
+ABSTRACT = "abstract"
+FACTOR_2 = math.log10(2.0)  # "beats" = at least half the BER: 0.301 decades
+
+
+def _decades(a, o) -> tuple[float, float]:
+    """How many decades AFDM's BER ``a`` sits below OFDM's ``o`` (log10(o / a)), and the noise
+    of that difference: the two 95% Wilson intervals' half-widths in log10, combined in
+    quadrature. A point with no error counts at its interval's upper bound (conservative)."""
+
+    def side(b):
+        if b.errors == 0:
+            return math.log10(b.high), 0.0
+        return math.log10(b.ber), (math.log10(b.high) - math.log10(max(b.low, 1e-300))) / 2
+
+    (la, ha), (lo, ho) = side(a), side(o)
+    return lo - la, math.hypot(ha, ho)
 
 
 @experiment(
@@ -124,36 +138,28 @@ def ber_mobility(cfg: BerMobilityConfig, ctx: RunContext) -> Result:
     metrics = {"seconds": time.perf_counter() - t0, "c1": pa.c1, "c2": pa.c2}
     for (v, w, s), b in res.items():
         metrics[f"ber_{w}_{v:g}kmh_{s:g}dB"] = b.ber
-    vmax, v0 = max(cfg.speeds_kmh), min(cfg.speeds_kmh)
+    vmax = max(cfg.speeds_kmh)
 
     def fmt(v, s):
         a, o = res[(v, "afdm", s)], res[(v, "ofdm", s)]
         return f"{s:g} dB: AFDM {a.ber:.2e} vs OFDM {o.ber:.2e}"
 
     hi = max(cfg.esn0_db)
-    better = all(
-        res[(vmax, "afdm", s)].ber <= res[(vmax, "ofdm", s)].ber for s in cfg.esn0_db
-    ) and (_separated(res[(vmax, "afdm", hi)], res[(vmax, "ofdm", hi)]))
-    overlap = all(
-        not _separated(res[(v0, "afdm", s)], res[(v0, "ofdm", s)])
-        and not _separated(res[(v0, "ofdm", s)], res[(v0, "afdm", s)])
-        for s in cfg.esn0_db
-    )
+    eff_hi, noise_hi = _decades(res[(vmax, "afdm", hi)], res[(vmax, "ofdm", hi)])
     claims = [
-        Claim.check(
+        Claim.judge(
             "high-doppler",
-            f"AFDM's BER beats OFDM's under high Doppler ({vmax:g} km/h)",
-            "; ".join(fmt(vmax, s) for s in cfg.esn0_db),
-            better,
-            "beats = AFDM's BER no higher at any Es/N0 and its 95% interval below OFDM's at the "
-            "highest",
-        ),
-        Claim.check(
-            "zero-doppler",
-            f"At zero Doppler ({v0:g} km/h) AFDM matches OFDM",
-            "; ".join(fmt(v0, s) for s in cfg.esn0_db),
-            overlap,
-            "matches = the two 95% intervals overlap at every Es/N0",
+            "\"the robustness of AFDM to Doppler shift is enhanced in user mobility scenarios\": "
+            f"at {vmax:g} km/h AFDM's BER is at most half of OFDM's (same channels, same "
+            "receiver), at the highest Es/N0",
+            source=ABSTRACT,
+            values=eff_hi,
+            margin=FACTOR_2,
+            noise=noise_hi,
+            noise_from="95% Wilson intervals of both BERs, in log10, combined in quadrature",
+            unit="decades of BER",
+            measured="; ".join(fmt(vmax, s) for s in cfg.esn0_db),
+            note="margin log10(2) = AFDM at least halves the BER",
         ),
     ]
     rows = []
@@ -333,50 +339,74 @@ def xlmimo_rka(cfg: XLMIMOConfig, ctx: RunContext) -> Result:
     for (wf, name, s), b in res.items():
         metrics[f"ber_{wf}_{name.replace(' ', '_')}_{s:g}dB"] = b.ber
     claims = []
+    rka_quote = (
+        "\"we employ efficient precoding randomized Kaczmarz (rKA) to reduce the complexity "
+        "overhead\""
+    )
     if best is not None:
         fr = rzf_flops(M, K, "rka", best * K, per="precoder")
         fd = rzf_flops(M, K, "direct", per="precoder")
         vr = rzf_flops(M, K, "rka", best * K)
         vd = rzf_flops(M, K, "direct")
+        saving = min(fd / fr, vd / vr)
         measured = (
             f"smallest budget within 0.5 dB at BER {cfg.target_ber:g}: {best} sweeps ({best * K} "
-            f"steps; gap {gaps[best]:+.2f} dB); rKA/direct flops at M = {M}, K = {K}: "
-            f"{fr / fd:.2f} for the precoder matrix, {vr / vd:.2f} per precoded vector"
+            f"steps; gap {gaps[best]:+.2f} dB); direct/rKA flops at M = {M}, K = {K}: "
+            f"{fd / fr:.2f} for the precoder matrix, {vd / vr:.2f} per precoded vector"
         )
-        ok = vr / vd < 0.5 and fr / fd < 0.5
     else:
+        saving = 0.0  # no budget on the grid reached the direct solve's BER: no saving shown
         measured = "no budget reached within 0.5 dB: gaps " + ", ".join(
             f"{s}K: {'-' if g is None else f'{g:+.2f} dB'}" for s, g in gaps.items()
         )
-        ok = False
-    claims.append(Claim.check(
+    claims.append(Claim.judge(
         "rka-budget",
-        "rKA reaches within 0.5 dB of direct RZF at a budget well below the direct cost",
-        measured, ok,
-        "well below = under half the direct flops, both for the precoder matrix and per vector",
+        rka_quote + ": at a budget within 0.5 dB of direct RZF, rKA costs at most half the "
+        "direct solve's flops, for the precoder matrix and per precoded vector",
+        source=ABSTRACT, values=saving, margin=2.0, noise=0.0, unit="x fewer flops",
+        noise_from="exact flop counts at the smallest budget on the sweep grid within 0.5 dB "
+        "(the grid makes it a conservative bound; the 0.5 dB test itself rests on the "
+        "Monte-Carlo BER)",
+        measured=measured,
     ))  # fmt: skip
     conv = [r for r in comp if isinstance(r["rKA steps to rel. error <= tol"], int)]
     if len(conv) >= 2:
-        grow_r = conv[-1]["flops rKA (per vector, tol)"] / conv[0]["flops rKA (per vector, tol)"]
-        grow_d = conv[-1]["flops direct (per vector)"] / conv[0]["flops direct (per vector)"]
-        claims.append(Claim.check(
+        first, last = conv[0], conv[-1]
+        t0_, t1_ = (r["rKA steps to rel. error <= tol"] for r in (first, last))
+        grow_d = last["flops direct (per vector)"] / first["flops direct (per vector)"]
+
+        def ratio(ta, tb):  # direct's growth over rKA's, for steps-to-tolerance ta -> tb
+            fa = rzf_flops(first["M"], K, "rka", max(ta, 1))
+            return grow_d / (rzf_flops(last["M"], K, "rka", max(tb, 1)) / fa)
+
+        eff = ratio(t0_, t1_)
+        # steps to tolerance are read every K steps: +/- K at each end
+        spread = max(abs(ratio(t0_ + a * K, t1_ + b * K) - eff) for a in (-1, 1) for b in (-1, 1))
+        claims.append(Claim.judge(
             "rka-cost-scaling",
-            "rKA's precoding cost grows far slower with the number of antennas than the direct solve",
-            f"M {conv[0]['M']} -> {conv[-1]['M']}: rKA steps to rel. error {cfg.convergence_tol:g} "
-            f"{conv[0]['rKA steps to rel. error <= tol']} -> {conv[-1]['rKA steps to rel. error <= tol']}; "
-            f"flops x{grow_r:.2f} (rKA) vs x{grow_d:.2f} (direct)",
-            grow_r < 0.5 * grow_d,
-            "far slower = rKA's growth factor under half the direct one",
+            rka_quote + ": as the array grows, rKA's precoding cost grows at most half as fast "
+            "as the direct solve's (our reading of 'reduce the complexity overhead' for XL-MIMO)",
+            source=ABSTRACT, values=eff, margin=2.0, noise=spread,
+            unit="x (direct growth / rKA growth)",
+            noise_from="the resolution of the steps to tolerance (checked every K steps: +/- K "
+            "at each end); 8 channel draws averaged per M",
+            measured=f"M {first['M']} -> {last['M']}: rKA steps to rel. error "
+            f"{cfg.convergence_tol:g} {t0_} -> {t1_}; flops x{grow_d / eff:.2f} (rKA) vs "
+            f"x{grow_d:.2f} (direct)",
         ))  # fmt: skip
     hi = max(cfg.esn0_db)
     a, o = res[("AFDM", "direct", hi)], res[("OFDM", "direct", hi)]
-    claims.append(Claim.check(
+    eff, noise = _decades(a, o)
+    claims.append(Claim.judge(
         "xlmimo-mobility",
-        f"With user mobility ({cfg.speed_kmh:g} km/h) XL-MIMO-AFDM beats XL-MIMO-OFDM",
-        f"BER at {hi:g} dB with direct RZF: AFDM {a.ber:.2e} [{a.low:.1e}, {a.high:.1e}] vs "
-        f"OFDM {o.ber:.2e} [{o.low:.1e}, {o.high:.1e}]",
-        a.high < o.low,
-        "beats = non-overlapping 95% intervals at the highest Es/N0",
+        "\"we compare the performance of XL-MIMO-AFDM and XL-MIMO-OFDM in mobile scenarios, "
+        "and the results show that our proposed AFDM-based XL-MIMO precoding design can be "
+        f"more efficient\": at {cfg.speed_kmh:g} km/h, AFDM's BER with RZF is at most half of "
+        "OFDM's at the highest Es/N0",
+        source=ABSTRACT, values=eff, margin=FACTOR_2, noise=noise, unit="decades of BER",
+        noise_from="95% Wilson intervals of both BERs, in log10, combined in quadrature",
+        measured=f"BER at {hi:g} dB with direct RZF: AFDM {a.ber:.2e} [{a.low:.1e}, "
+        f"{a.high:.1e}] vs OFDM {o.ber:.2e} [{o.low:.1e}, {o.high:.1e}]",
     ))  # fmt: skip
     rows = [
         {"Es/N0 dB": s}

@@ -27,6 +27,7 @@ import enum
 import importlib
 import importlib.util
 import json
+import math
 import os
 import pkgutil
 import platform
@@ -36,7 +37,7 @@ import sys
 import time
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +47,10 @@ from .io import atomic_write_text
 
 __all__ = [
     "Verdict",
+    "Sense",
+    "judge",
+    "two_se",
+    "binomial_noise",
     "Claim",
     "Result",
     "RunContext",
@@ -77,29 +82,173 @@ class Verdict(str, enum.Enum):
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
+class Sense(str, enum.Enum):
+    """Which way a claim's effect must clear its margin: ``above`` (effect > margin, e.g. a
+    speed-up of at least 2x) or ``below`` (effect < margin, e.g. a loss gap under 1 %)."""
+
+    ABOVE = "above"
+    BELOW = "below"
+
+
+def judge(effect: float, noise: float, margin: float, sense: Sense | str = "above") -> Verdict:
+    """The one verdict rule. The measured ``effect`` carries a noise band ``effect +/- noise``;
+    the claim ``holds`` when the whole band clears ``margin`` on the claim's side, ``fails``
+    when the whole band sits on the other side, and is ``inconclusive`` when the band
+    straddles the margin (the effect is inside the noise) or the effect is NaN.
+
+    ``noise`` must be >= 0 (``inf`` = not measured: never decides); an infinite effect (a
+    diverged run turned into an infinite gap) is judged like any other value."""
+    sense = Sense(sense)
+    effect, noise, margin = float(effect), float(noise), float(margin)
+    if math.isnan(noise) or noise < 0:
+        raise ValueError(f"noise must be >= 0 (inf when unknown), got {noise}")
+    if not math.isfinite(margin):
+        raise ValueError(f"margin must be a finite number, got {margin}")
+    if math.isnan(effect) or math.isinf(noise):
+        return Verdict.INCONCLUSIVE
+    lo, hi = effect - noise, effect + noise
+    if sense is Sense.BELOW:
+        lo, hi = -hi, -lo
+        margin = -margin
+    if lo > margin:
+        return Verdict.HOLDS
+    if hi < margin:
+        return Verdict.FAILS
+    return Verdict.INCONCLUSIVE
+
+
+def two_se(values: Sequence[float]) -> float:
+    """Two standard errors of the mean of ``values`` (n >= 2): the noise of a mean over seeds
+    or samples. For two seeds it is their full range. ``inf`` for fewer than two finite
+    values, so that one measurement never decides on its own."""
+    v = [float(x) for x in values]
+    if len(v) < 2 or not all(math.isfinite(x) for x in v):
+        return math.inf
+    m = sum(v) / len(v)
+    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+    return 2.0 * sd / math.sqrt(len(v))
+
+
+def binomial_noise(p: float, n: int) -> float:
+    """Two standard errors of a rate ``p`` measured on ``n`` independent samples (at least
+    one sample's worth, 1/n, so a rate of exactly 0 or 1 still carries its noise)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return max(2.0 * math.sqrt(max(p * (1.0 - p), 0.0) / n), 1.0 / n)
+
+
 @dataclass(frozen=True)
 class Claim:
     """What the paper says, what this run measured, and whether it holds at this scale.
 
-    ``key`` is a stable name (lowercase, ``[a-z0-9_.-]``, unique within an experiment):
-    tests and tools select a claim by key, so its prose can be reworded freely."""
+    Build one with :meth:`Claim.judge` (the one verdict helper); the verdict is never set by
+    hand. ``key`` is a stable name (lowercase, ``[a-z0-9_.-]``, unique within an experiment):
+    tests and tools select a claim by key, so its prose can be reworded freely.
+
+    ``statement``: the claim, quoted from the paper when ``source`` cites it (``"abstract"``,
+    ``"paper, Table 2"``...), or our own hypothesis when ``source`` is ``"ours"`` (then it
+    says why it is tested). ``effect`` +/- ``noise`` (in ``unit``) against ``margin``, stated
+    up front, in the direction ``sense``; ``noise_from`` says how the noise was measured,
+    ``values`` are the per-seed (or per-sample) effects when there are several."""
 
     key: str
-    paper: str
+    statement: str
+    source: str
+    effect: float
+    noise: float
+    margin: float
+    sense: Sense
+    unit: str
     measured: str
-    verdict: Verdict
+    noise_from: str
+    values: tuple[float, ...] = ()
     note: str = ""
+    verdict: Verdict = field(init=False)
 
     def __post_init__(self):
         if not isinstance(self.key, str) or not _KEY.match(self.key):
             raise ValueError(f"claim key must match {_KEY.pattern}, got {self.key!r}")
-        object.__setattr__(self, "verdict", Verdict(self.verdict))
+        if not self.source or not (
+            self.source == "ours" or self.source.startswith(("abstract", "paper"))
+        ):
+            raise ValueError(
+                f"claim {self.key!r}: source must be 'ours' or cite the paper ('abstract', "
+                f"'paper, Table 2', ...), got {self.source!r}"
+            )
+        if not self.noise_from:
+            raise ValueError(f"claim {self.key!r}: say how the noise was measured (noise_from)")
+        object.__setattr__(self, "sense", Sense(self.sense))
+        object.__setattr__(self, "values", tuple(float(v) for v in self.values))
+        object.__setattr__(
+            self, "verdict", judge(self.effect, self.noise, self.margin, self.sense)
+        )
+
+    @property
+    def paper(self) -> str:
+        """The statement (kept for code that reads ``claim.paper``)."""
+        return self.statement
 
     @staticmethod
-    def check(key: str, paper: str, measured: str, ok: bool | None, note: str = "") -> Claim:
-        """``ok=None`` means inconclusive."""
-        v = Verdict.INCONCLUSIVE if ok is None else (Verdict.HOLDS if ok else Verdict.FAILS)
-        return Claim(key, paper, measured, v, note)
+    def judge(
+        key: str,
+        statement: str,
+        *,
+        source: str,
+        values: float | Sequence[float],
+        margin: float,
+        sense: Sense | str = "above",
+        noise: float | None = None,
+        noise_from: str = "",
+        unit: str = "",
+        measured: str = "",
+        note: str = "",
+    ) -> Claim:
+        """The one way to build a claim.
+
+        ``values``: the effect, one number or one per seed (or per sample); the effect is
+        their mean. ``noise``: a noise band measured separately (a Monte-Carlo interval, the
+        seed spread of a baseline...), combined with the values' own spread: the claim's
+        noise is the larger of ``noise`` and two standard errors of the values. With a
+        single value ``noise`` must be given (``math.inf`` if it was not measured, which
+        makes the claim inconclusive: one number does not separate an effect from noise).
+        ``margin`` is the threshold stated up front, ``sense`` the side the effect must be
+        on. NaN values (a diverged run) give NaN effect and an inconclusive verdict unless
+        the caller maps them to the value they stand for (e.g. an infinite loss gap)."""
+        vals = [float(values)] if isinstance(values, (int, float)) else [float(v) for v in values]
+        if not vals:
+            raise ValueError(f"claim {key!r}: no measured values")
+        if len(vals) == 1 and noise is None:
+            raise ValueError(
+                f"claim {key!r}: one measured value needs its noise (noise=..., math.inf when "
+                "it was not measured)"
+            )
+        effect = sum(vals) / len(vals)  # inf stays inf, NaN stays NaN
+        if len(vals) == 1 or all(v == vals[0] for v in vals):
+            spread = 0.0  # (all seeds diverged alike: an infinite gap with no spread)
+        else:
+            spread = two_se(vals)
+        n = noise if noise is not None else 0.0
+        if noise is not None and (math.isnan(noise) or noise < 0):
+            raise ValueError(f"claim {key!r}: noise must be >= 0 or math.inf, got {noise}")
+        how = noise_from or ("2 standard errors over the values" if len(vals) > 1 else "")
+        if len(vals) > 1 and noise is not None and noise_from:
+            how = f"{noise_from}; or 2 standard errors over the {len(vals)} values, if larger"
+        return Claim(
+            key, statement, source, effect, max(n, spread), margin, Sense(sense), unit,
+            measured, how, tuple(vals) if len(vals) > 1 else (), note,
+        )  # fmt: skip
+
+    def evidence(self) -> str:
+        """``effect +/- noise unit vs margin`` in one line."""
+        op = ">" if self.sense is Sense.ABOVE else "<"
+        u = f" {self.unit}" if self.unit else ""
+        return f"{_num(self.effect)} +/- {_num(self.noise)}{u} (needs {op} {_num(self.margin)})"
+
+
+def _num(x: float) -> str:
+    if math.isinf(x) or math.isnan(x):
+        return str(x)
+    return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
 
 
 @dataclass
@@ -214,6 +363,7 @@ class Experiment:
     fn: Callable[[Any, RunContext], Result]
     presets: dict[str, dict[str, Any]]
     summary: str
+    gpu: str = ""  # what only a GPU can measure for this experiment ("" = nothing)
 
     @property
     def method(self) -> str:
@@ -227,10 +377,17 @@ _REGISTRY: dict[str, Experiment] = {}
 _LOADED = False
 
 
-def experiment(name: str, config_cls: type, presets: dict[str, dict[str, Any]], summary: str):
+def experiment(
+    name: str,
+    config_cls: type,
+    presets: dict[str, dict[str, Any]],
+    summary: str,
+    gpu: str = "",
+):
     """Decorator registering ``fn(config, ctx) -> Result`` as experiment ``name``
     (``"<method>/<what>"``, defined inside the package ``tenfold.<method>``). Presets
-    ``quick`` and ``full`` are required."""
+    ``quick`` and ``full`` are required. ``gpu`` says what a CPU run cannot measure (kernel
+    speed, a scale the CPU cannot reach); the report shows it beside the machine."""
     method, sep, what = name.partition("/")
     if not sep or not _KEY.match(method) or not what:
         raise ValueError(f"experiment name {name!r} must be '<method>/<what>'")
@@ -248,7 +405,7 @@ def experiment(name: str, config_cls: type, presets: dict[str, dict[str, Any]], 
             raise ValueError(
                 f"experiment {name!r} must be defined in tenfold.{method}, not {fn.__module__}"
             )
-        _REGISTRY[name] = Experiment(name, config_cls, fn, presets, summary)
+        _REGISTRY[name] = Experiment(name, config_cls, fn, presets, summary, gpu)
         return fn
 
     return deco
@@ -532,6 +689,7 @@ def run_experiment(
         "name": name,
         "method": exp.method,
         "summary": exp.summary,
+        "needs_gpu": exp.gpu,
         "preset": preset,
         "seed": seed,
         "config": _jsonable(cfg),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +20,15 @@ from typing import Any
 from .experiment import all_methods, registry
 from .io import atomic_write_text
 
-__all__ = ["collect_results", "render_report", "write_report"]
+__all__ = [
+    "collect_results",
+    "render_report",
+    "write_report",
+    "claim_evidence",
+    "markdown_table",
+    "render_doc",
+    "sync_docs",
+]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -39,6 +48,42 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def claim_statement(c: dict[str, Any]) -> str:
+    return str(c.get("statement", c.get("paper", "")))
+
+
+def claim_source(c: dict[str, Any]) -> str:
+    src = c.get("source")
+    if src is None:
+        return "source not recorded (result file older than the verdict helper)"
+    return "our hypothesis" if src == "ours" else f"paper ({src})"
+
+
+def _num(x: Any) -> str:
+    if isinstance(x, str):  # JSON writes inf / nan as strings
+        return x
+    x = float(x)
+    return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+
+
+def claim_evidence(c: dict[str, Any]) -> str:
+    """``effect +/- noise unit (needs > margin)`` from a saved claim."""
+    if "effect" not in c:
+        return "no effect recorded (result file older than the verdict helper)"
+    op = ">" if c.get("sense", "above") == "above" else "<"
+    u = f" {c['unit']}" if c.get("unit") else ""
+    return f"{_num(c['effect'])} +/- {_num(c['noise'])}{u} (needs {op} {_num(c['margin'])})"
+
+
+def _measured_on(rec: dict[str, Any]) -> str:
+    m = rec.get("machine", {})
+    where = f"GPU ({_e(m['gpu'])})" if m.get("gpu") else "<b>CPU</b>"
+    need = rec.get("needs_gpu")
+    if need:
+        return f"{where}; needs a GPU: {_e(need)}"
+    return where + ("" if m.get("gpu") else "; nothing here needs a GPU")
 
 
 def collect_results(runs: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -84,12 +129,16 @@ def _experiment_html(rec: dict[str, Any]) -> str:
     claims = rec.get("claims", [])
     if claims:
         rows = "".join(
-            f"<tr class='{_e(c['verdict'])}'><td>{_e(c['paper'])}</td><td>{_e(c['measured'])}</td>"
+            f"<tr class='{_e(c['verdict'])}'><td>{_e(claim_statement(c))}"
+            f"<br><span class=muted>{_e(claim_source(c))}</span></td>"
+            f"<td>{_e(c['measured'])}</td><td>{_e(claim_evidence(c))}"
+            f"<br><span class=muted>noise: {_e(c.get('noise_from', 'not recorded'))}</span></td>"
             f"<td><b>{_e(c['verdict'])}</b></td><td>{_e(c.get('note', ''))}</td></tr>"
             for c in claims
         )
         parts.append(
-            "<table><tr><th>claim</th><th>measured here</th><th>verdict</th><th>note</th></tr>"
+            "<table><tr><th>claim (source)</th><th>measured here</th>"
+            "<th>effect &plusmn; noise vs margin</th><th>verdict</th><th>note</th></tr>"
             + rows
             + "</table>"
         )
@@ -112,6 +161,7 @@ def _experiment_html(rec: dict[str, Any]) -> str:
     meta = [
         ("command", f"<code>{_e(rec.get('command', ''))}</code>"),
         ("machine", _e(m.get("device", "?"))),
+        ("measured on", _measured_on(rec)),
         ("wall time", f"{_e(rec.get('wall_time_s', '?'))} s"),
         ("preset / seed", f"{_e(rec.get('preset'))} / {_e(rec.get('seed'))}"),
         ("when", _e(rec.get("created", ""))),
@@ -186,3 +236,109 @@ def write_report(runs: Path, out_dir: Path) -> Path:
     path = Path(out_dir) / "index.html"
     atomic_write_text(path, render_report(results, skipped))
     return path
+
+
+# ------------------------------------------------------------------ docs tables
+# A doc marks a generated block with
+#   <!-- results: <file under results/> claims|table=<name>|metrics [cols=a,b,...] -->
+#   ...generated markdown...
+#   <!-- /results -->
+# `tenfold docs` rewrites every block from its result file; `tenfold docs --check` (run by the
+# tests) fails when a block was edited by hand or its result file changed.
+_BLOCK = re.compile(
+    r"(?P<open><!-- results: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(?P<close><!-- /results -->)",
+    re.S,
+)
+
+
+def _md(x: Any) -> str:
+    return _fmt(x).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: list[dict[str, Any]], cols: list[str] | None = None) -> str:
+    cols = cols or list(dict.fromkeys(k for r in rows for k in r))
+    out = ["| " + " | ".join(_md(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(_md(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def markdown_claims(rec: dict[str, Any]) -> str:
+    rows = [
+        {
+            "claim": claim_statement(c),
+            "source": claim_source(c),
+            "measured": c.get("measured", ""),
+            "effect +/- noise (margin)": claim_evidence(c),
+            "verdict": f"**{c['verdict']}**",
+        }
+        for c in rec.get("claims", [])
+    ]
+    return markdown_table(rows)
+
+
+def _provenance(rec: dict[str, Any], path: str) -> str:
+    m = rec.get("machine", {})
+    return (
+        f"<sub>`{rec.get('command', '?')}` on {m.get('device', '?')}, "
+        f"torch {rec.get('versions', {}).get('torch', '?')}, {rec.get('created', '?')[:10]}, "
+        f"{rec.get('wall_time_s', '?')} s; `results/{path}`</sub>"
+    )
+
+
+def render_block(spec: str, results_root: Path) -> str:
+    """The markdown of one ``<!-- results: ... -->`` block."""
+    import shlex
+
+    words = shlex.split(spec)
+    if len(words) < 2:
+        raise ValueError(f"results block {spec!r}: give a result file and what to show")
+    path, what, opts = words[0], words[1], dict(w.split("=", 1) for w in words[2:] if "=" in w)
+    f = Path(results_root) / path
+    try:
+        rec = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"results block {spec!r}: cannot read {f}: {e}") from None
+    cols = opts["cols"].split(",") if "cols" in opts else None
+    if what == "claims":
+        body = markdown_claims(rec)
+    elif what.startswith("table="):
+        name = what.split("=", 1)[1]
+        if name not in rec.get("tables", {}):
+            raise ValueError(
+                f"results block {spec!r}: {path} has no table {name!r}; tables: "
+                + ", ".join(rec.get("tables", {}))
+            )
+        rows = rec["tables"][name]
+        if cols and (bad := [c for c in cols if not any(c in r for r in rows)]):
+            raise ValueError(f"results block {spec!r}: table {name!r} has no column {bad}")
+        body = markdown_table(rows, cols)
+    elif what == "metrics":
+        keys = cols or list(rec.get("metrics", {}))
+        missing = [k for k in keys if k not in rec.get("metrics", {})]
+        if missing:
+            raise ValueError(f"results block {spec!r}: {path} has no metric {missing}")
+        body = markdown_table([{"metric": k, "value": rec["metrics"][k]} for k in keys])
+    else:
+        raise ValueError(f"results block {spec!r}: show 'claims', 'table=<name>' or 'metrics'")
+    return body + "\n\n" + _provenance(rec, path) + "\n"
+
+
+def render_doc(text: str, results_root: Path) -> str:
+    """``text`` with every results block regenerated."""
+    return _BLOCK.sub(
+        lambda m: m["open"] + render_block(m["spec"], results_root) + m["close"], text
+    )
+
+
+def sync_docs(docs: Path, results_root: Path, check: bool = False) -> list[str]:
+    """Regenerate (or, with ``check``, compare) the results blocks of every ``docs/*.md``;
+    returns the files that were (or would be) changed."""
+    changed = []
+    for f in sorted(Path(docs).glob("*.md")):
+        text = f.read_text()
+        new = render_doc(text, results_root)
+        if new != text:
+            changed.append(str(f))
+            if not check:
+                atomic_write_text(f, new)
+    return changed

@@ -81,6 +81,14 @@ class CoordCheck:
         m = self.mean()
         return {name: log_slope(self.widths, m[:, t, i]) for i, name in enumerate(self.layers)}
 
+    def seed_slopes(self, step: int | None = None) -> list[dict[str, float]]:
+        """:meth:`slopes` of each seed on its own (the seed-to-seed noise of the check)."""
+        t = self.steps if step is None else step
+        return [
+            {n: log_slope(self.widths, self.values[:, s, t, i]) for i, n in enumerate(self.layers)}
+            for s in range(self.values.shape[1])
+        ]
+
     def to_json(self) -> dict:
         return {
             "widths": self.widths,

@@ -154,6 +154,61 @@ def synthetic_long(cfg, seed: int) -> list[dict]:
     return [{"q": q, "k": k, "v": v, "do": do, "causal": False}]
 
 
+PLUG_VARIANTS = ("fp4_nvfp4", "qk_int8_pv_fp8")
+
+
+@torch.no_grad()
+def _per_sample(model, loss_fn, variants) -> dict[str, list[float]]:
+    """``loss_fn(model) -> (B,)`` losses with the model's own attention (SDPA, "exact") and
+    with each variant plugged in through the public :func:`tenfold.attention.apply_`."""
+    from ..api import AttentionConfig, apply_, remove_
+
+    model.eval()
+    out = {"exact": loss_fn(model).tolist()}
+    for v in variants:
+        apply_(model, AttentionConfig(variant=v, backend="reference", on_unsupported="error"))
+        try:
+            out[v] = loss_fn(model).tolist()
+        finally:
+            remove_(model)
+    return out
+
+
+def plug_in_losses(cfg, seed: int, progress: bool, variants=PLUG_VARIANTS) -> dict:
+    """End-to-end, the plug-and-play test: per-sample losses of the trained DiT (denoising
+    MSE on ``plug_samples`` noised held-out digits, sigmas spread over the EDM range) and
+    of the LM (next-token loss of ``plug_samples`` validation sequences), with SDPA and with
+    each low-bit variant swapped in -> {source: {"exact" | variant: [loss per sample]}}."""
+    out = {}
+    n = cfg.plug_samples
+    if "dit" in cfg.sources:
+        net, _, _ = _dit(cfg, seed, progress)
+        val = load_digits("val", 16)
+        g = torch.Generator().manual_seed(seed + 17)
+        idx = torch.randperm(len(val.images), generator=g)[:n]
+        x0, y = val.images[idx], val.labels[idx]
+        sigma = torch.exp(torch.linspace(-1.5, 1.0, len(idx)))  # (n,)
+        xn = x0 + sigma[:, None, None, None] * torch.randn(x0.shape, generator=g)
+
+        def dit_loss(m):
+            return ((m(xn, sigma, y) - x0) ** 2).flatten(1).mean(1)  # (n,)
+
+        out["dit"] = _per_sample(net, dit_loss, variants)
+    if "lm" in cfg.sources:
+        spec = _lm_spec(cfg, seed)
+        base, _ = lm_streams(spec)
+        model = build_lm(spec, base.vocab_size)
+        model.load_state_dict(pretrained_lm(spec, base, "attention", POINT_VERSION, progress))
+        x, t = val_batches(base.val, replace(spec, batch_size=n))[0]
+
+        def lm_loss(m):
+            logits = m(x)[0]  # (n, T, V)
+            return F.cross_entropy(logits.transpose(1, 2), t, reduction="none").mean(1)
+
+        out["lm"] = _per_sample(model, lm_loss, variants)
+    return out
+
+
 def _lm_spec(cfg, seed: int) -> LMRunSpec:
     """The LM whose attention is captured: pretrained ``lm_steps`` steps (no run after)."""
     return LMRunSpec(

@@ -175,7 +175,8 @@ class FallbackRunConfig:
     rule: str = "relative"
     threshold: float = 8.0
     tolerance: float = 0.01
-    few_percent: float = 0.10
+    rare: float = 0.05
+    noise_seeds: int = 2  # full-precision runs (seeds) that measure the seed-to-seed noise
     workers: int = 0
     resume: bool = True
 
@@ -190,6 +191,14 @@ class FallbackRunConfig:
         FallbackConfig(block=tuple(self.block), rule=self.rule, threshold=self.threshold)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.noise_seeds < 1:
+            raise ValueError(
+                f"noise_seeds must be >= 1 (1: noise not measured), got {self.noise_seeds}"
+            )
+        if not (0 < self.tolerance < 1 and 0 < self.rare < 1):
+            raise ValueError(
+                f"tolerance and rare must be in (0, 1), got {self.tolerance}, {self.rare}"
+            )
 
 
 @dataclass(frozen=True)
@@ -236,8 +245,17 @@ def _points(cfg, ctx: RunContext, extra: dict) -> list[dict]:
         return p
 
     pts = [one(s, "swiglu") for s in (*cfg.schemes, *cfg.alternatives)]
+    mlps = ["swiglu"]
     if getattr(cfg, "control", False):
         pts += [one(s, "gelu") for s in ("full", "int8_block")]
+        mlps.append("gelu")
+    for i in range(1, cfg.noise_seeds):  # the seed-to-seed noise of full precision
+        pts += [
+            replace(spec, mlp=mlp, seed=ctx.seed + i).point(
+                scheme="full", outliers=False, noise_seed=i, **common
+            )
+            for mlp in mlps
+        ]
     return pts
 
 
@@ -264,8 +282,15 @@ def run_schemes(cfg, ctx: RunContext, extra: dict, desc: str):
     recs = run_sweep(train_run, points, cache, cfg.workers or None, ctx.progress, desc)
     reused = sum(r["reused"] for r in recs)
     ctx.log(f"{len(recs)} runs ({reused} reused from {cache})")
-    out = {(r["point"]["mlp"], r["point"]["scheme"]): r for r in recs}
+    out = {
+        (r["point"]["mlp"], r["point"]["scheme"]): r for r in recs if "noise_seed" not in r["point"]
+    }
+    noise: dict[str, list] = {}
+    for r in recs:
+        if r["point"]["scheme"] == "full":
+            noise.setdefault(r["point"]["mlp"], []).append(r["result"]["final_val"])
     out["_reused"] = reused
+    out["_noise"] = noise  # mlp -> final val loss of full precision, one per seed
     return out
 
 

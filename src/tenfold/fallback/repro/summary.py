@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from ...core.experiment import Claim, Result, RunContext
+from ...core.experiment import Claim, Result, RunContext, two_se
 from ...core.tasks.plotting import plot_run, pyplot
 from .runs import ANALYSIS_SCHEMES, SCHEME_NAMES
 
@@ -174,11 +176,13 @@ def _scheme_table(recs, base_key) -> list[dict]:
 def summarize(cfg, ctx: RunContext, recs: dict, what: str, finetune: bool) -> Result:
     """The Result of a finished set of runs (``recs`` from :func:`.runs.run_schemes`)."""
     reused = recs.pop("_reused")
+    seeds = recs.pop("_noise")
     full = recs[("swiglu", "full")]["result"]["final_val"]
     blk = recs.get(("swiglu", "int8_block"))
     fb = recs.get(("swiglu", "int8_fallback"))
     tol = cfg.tolerance
-    claims, metrics = [], {"full_val_loss": full, "runs": len(recs), "runs_reused": reused}
+    n_runs = len(recs) + sum(len(v) - 1 for v in seeds.values())  # + the noise seeds
+    claims, metrics = [], {"full_val_loss": full, "runs": n_runs, "runs_reused": reused}
     figures = [_loss_figure(ctx, recs, cfg, what, f"{what}_loss")]
     if fb is not None and fb["result"]["layers_last_window"]:
         figures.append(_fallback_figure(ctx, fb, f"{what}_fallback_rate"))
@@ -186,59 +190,109 @@ def summarize(cfg, ctx: RunContext, recs: dict, what: str, finetune: bool) -> Re
         figures.append(_outlier_figure(ctx, recs, f"{what}_outliers"))
     for key, rec in recs.items():
         metrics[f"{key[0]}_{key[1]}_val_loss"] = rec["result"]["final_val"] or float("nan")
+
+    def seed_noise(mlp: str) -> tuple[float, str]:
+        """The seed-to-seed noise of a relative loss gap (%): 2 standard errors of full
+        precision's final loss over its seeds, relative to their mean."""
+        vals = [v for v in seeds.get(mlp, []) if v is not None]
+        n = len(seeds.get(mlp, []))
+        metrics[f"{mlp}_full_val_loss_seeds"] = vals
+        if n < 2 or len(vals) < n:
+            return math.inf, "one seed of full precision: seed noise not measured"
+        return 100 * two_se(vals) / float(np.mean(vals)), (
+            f"2 standard errors of full precision's final validation loss over {n} seeds (relative)"
+        )
+
+    def gap(b):  # % above full precision; a diverged run is an infinite gap
+        return math.inf if b is None else 100 * _rel(b, full)
+
+    phase = "fine-tuning" if finetune else "pretraining"
+    noise, how = seed_noise("swiglu")
+    metrics["seed_noise_pct"] = noise
     if blk is not None:
         b = blk["result"]["final_val"]
-        rel = _rel(b, full)
         claims.append(
-            Claim.check(
+            Claim.judge(
                 "int8-block-degrades",
-                f"Block-wise INT8 {'fine-tuning' if finetune else 'training'} (no fallback) "
-                "degrades or diverges on a GLU model",
-                "diverged"
+                '"[INT8 training] struggles with modern Transformer variants incorporating GLU '
+                f'units": block-wise INT8 {phase} (no fallback) of a SwiGLU LM ends more than '
+                f"{100 * tol:g}% above full precision",
+                source="abstract",
+                values=gap(b),
+                margin=100 * tol,
+                noise=noise,
+                noise_from=how,
+                unit="% val loss vs full",
+                measured="diverged"
                 if b is None
-                else f"SwiGLU: block INT8 val loss {b:.4f} vs full {full:.4f} ({100 * rel:+.2f}%)",
-                b is None or rel > tol,
-                f"degrades = more than {100 * tol:g}% above full precision",
-            )
+                else f"SwiGLU: block INT8 val loss {b:.4f} vs full {full:.4f} ({gap(b):+.2f}%)",
+            )  # fmt: skip
         )
     if fb is not None:
         f = fb["result"]["final_val"]
-        rel = _rel(f, full)
         rate = _mean_rate(fb)
         metrics["fallback_rate"] = rate if rate is not None else float("nan")
-        ok = f is not None and abs(rel) <= tol and rate is not None and rate <= cfg.few_percent
-        paper = (
-            "With fallback, INT8 fine-tuning matches full precision"
-            if finetune
-            else "With fallback, the final validation loss is within 1% of full precision at a "
-            "fallback rate of a few percent"
-        )
         claims.append(
-            Claim.check(
+            Claim.judge(
                 "fallback-matches-full",
-                paper,
-                "diverged"
+                '"Experiments show that our approach is robustly competent in both fine-tuning '
+                f'and pretraining settings": with fallback, INT8 {phase} ends within '
+                f"{100 * tol:g}% of full precision",
+                source="abstract",
+                values=abs(gap(f)),
+                margin=100 * tol,
+                sense="below",
+                noise=noise,
+                noise_from=how,
+                unit="% |val loss gap| vs full",
+                measured="diverged"
                 if f is None
-                else f"fallback val loss {f:.4f} vs full {full:.4f} ({100 * rel:+.2f}%), "
-                f"mean fallback rate {100 * (rate or 0):.2f}% of blocks",
-                ok,
-                f"within {100 * tol:g}% and a rate <= {100 * cfg.few_percent:g}%",
-            )
+                else f"fallback val loss {f:.4f} vs full {full:.4f} ({gap(f):+.2f}%), mean "
+                f"fallback rate {100 * (rate or 0):.2f}% of blocks",
+            )  # fmt: skip
+        )
+        ot = fb["result"]["fallback_over_time"]
+        rates = [100 * o["rate"] for o in ot]
+        claims.append(
+            Claim.judge(
+                "fallback-rare",
+                f"Fallback stays rare: under {100 * cfg.rare:g}% of the activation blocks fall "
+                "back to 16-bit, so nearly all of the GEMM work stays in INT8 (ours: the "
+                "condition for the paper's 1.57x speed-up)",
+                source="ours",
+                values=rates if len(rates) > 1 else (rates or [math.nan]),
+                noise=None if len(rates) > 1 else math.inf,
+                margin=100 * cfg.rare,
+                sense="below",
+                unit="% of blocks",
+                noise_from=f"2 standard errors over the {len(rates)} evaluation windows",
+                measured=f"mean fallback rate {100 * (rate or 0):.2f}% over {len(rates)} windows"
+                + (f" (highest {max(rates):.2f}%)" if rates else ""),
+            )  # fmt: skip
         )
     ctrl_full, ctrl_blk = recs.get(("gelu", "full")), recs.get(("gelu", "int8_block"))
     if ctrl_full is not None and ctrl_blk is not None:
         a, b = ctrl_full["result"]["final_val"], ctrl_blk["result"]["final_val"]
-        rel = _rel(b, a)
+        rel = math.inf if a is None or b is None else 100 * abs(_rel(b, a))
+        gnoise, ghow = seed_noise("gelu")
         claims.append(
-            Claim.check(
+            Claim.judge(
                 "gelu-control",
-                "Control: on a GELU-MLP (GPT-2-like) model plain block INT8 already works",
-                "diverged"
-                if b is None
-                else f"GELU: block INT8 {b:.4f} vs full {a:.4f} ({100 * rel:+.2f}%)",
-                b is not None and abs(rel) <= tol,
-                f"works = within {100 * tol:g}% of full precision",
-            )
+                '"Low-bit training, such as INT8 training, ... has already demonstrated its '
+                'effectiveness on GPT2 models with block-level quantization": on a GELU-MLP '
+                f"(GPT-2-like) model, plain block INT8 ends within {100 * tol:g}% of full "
+                "precision",
+                source="abstract",
+                values=rel,
+                margin=100 * tol,
+                sense="below",
+                noise=gnoise,
+                noise_from=ghow,
+                unit="% |val loss gap| vs full",
+                measured="diverged"
+                if b is None or a is None
+                else f"GELU: block INT8 {b:.4f} vs full {a:.4f} ({100 * _rel(b, a):+.2f}%)",
+            )  # fmt: skip
         )
     tables = {"schemes": _scheme_table(recs, ("swiglu", "full"))}
     if finetune:

@@ -1,0 +1,160 @@
+"""The one verdict helper (``judge`` / ``Claim.judge``): an effect must clear its margin by
+more than its noise to hold, fall short by more than its noise to fail, and is inconclusive
+otherwise; and the docs' result tables, which a test keeps equal to their result files."""
+
+import json
+import math
+
+import pytest
+
+from tenfold.core.experiment import Claim, Sense, Verdict, binomial_noise, judge, two_se
+from tenfold.core.report import render_doc, sync_docs
+
+
+@pytest.mark.parametrize(
+    "effect, noise, margin, sense, want",
+    [
+        (2.0, 0.5, 1.0, "above", Verdict.HOLDS),  # band [1.5, 2.5] above 1
+        (1.2, 0.5, 1.0, "above", Verdict.INCONCLUSIVE),  # band straddles the margin
+        (0.2, 0.5, 1.0, "above", Verdict.FAILS),  # band [-0.3, 0.7] below 1
+        (1.0, 0.0, 1.0, "above", Verdict.INCONCLUSIVE),  # exactly at the margin
+        (0.3, 0.1, 1.0, "below", Verdict.HOLDS),
+        (0.95, 0.1, 1.0, "below", Verdict.INCONCLUSIVE),
+        (1.5, 0.1, 1.0, "below", Verdict.FAILS),
+        (math.inf, 0.3, 1.0, "above", Verdict.HOLDS),  # a diverged run as an infinite gap
+        (math.inf, 0.3, 1.0, "below", Verdict.FAILS),
+        (math.nan, 0.1, 1.0, "above", Verdict.INCONCLUSIVE),  # NaN never decides
+        (5.0, math.inf, 1.0, "above", Verdict.INCONCLUSIVE),  # unmeasured noise never decides
+    ],
+)
+def test_judge(effect, noise, margin, sense, want):
+    assert judge(effect, noise, margin, sense) is want
+
+
+def test_judge_rejects_bad_noise_and_margin():
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        judge(1.0, -0.1, 0.0)
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        judge(1.0, math.nan, 0.0)
+    with pytest.raises(ValueError, match="margin must be a finite"):
+        judge(1.0, 0.1, math.inf)
+    with pytest.raises(ValueError):
+        judge(1.0, 0.1, 0.0, "sideways")
+
+
+def test_two_se_and_binomial_noise():
+    assert two_se([1.0, 3.0]) == pytest.approx(2.0)  # two seeds: their full range
+    assert two_se([1.0, 2.0, 3.0, 4.0]) == pytest.approx(2 * math.sqrt(5 / 3) / 2)
+    assert two_se([1.0]) == math.inf and two_se([1.0, math.nan]) == math.inf
+    assert binomial_noise(0.5, 100) == pytest.approx(0.1)
+    assert binomial_noise(1.0, 50) == pytest.approx(1 / 50)  # a perfect score still has noise
+    with pytest.raises(ValueError):
+        binomial_noise(0.5, 0)
+
+
+def test_claim_judge_uses_the_values_spread():
+    # per-seed effects 2.0 and 2.6: mean 2.3, noise = their range 0.6 -> band [1.7, 2.9]
+    c = Claim.judge("speedup", "2.9x faster", source="abstract", values=[2.0, 2.6], margin=2.0)
+    assert c.effect == pytest.approx(2.3) and c.noise == pytest.approx(0.6)
+    assert c.verdict is Verdict.INCONCLUSIVE and c.values == (2.0, 2.6)
+    # a separately measured noise floor wins when it is larger than the spread
+    c = Claim.judge(
+        "k", "s", source="ours", values=[3.0, 3.1], margin=2.0, noise=1.5, noise_from="floor"
+    )
+    assert c.noise == pytest.approx(1.5) and c.verdict is Verdict.INCONCLUSIVE
+    assert "floor" in c.noise_from
+    # all seeds diverged alike: an infinite gap with no spread decides
+    c = Claim.judge("k", "s", source="ours", values=[math.inf, math.inf], margin=1.0)
+    assert c.verdict is Verdict.HOLDS
+    c = Claim.judge("k", "s", source="ours", values=[1.0, math.inf], margin=0.5)
+    assert c.verdict is Verdict.INCONCLUSIVE  # one diverged, one not: no noise estimate
+
+
+def test_claim_judge_demands_noise_source_and_key():
+    with pytest.raises(ValueError, match="needs its noise"):
+        Claim.judge("k", "s", source="ours", values=1.0, margin=0.0)
+    with pytest.raises(ValueError, match="source must be 'ours'"):
+        Claim.judge("k", "s", source="a blog", values=1.0, margin=0.0, noise=0.0, noise_from="x")
+    with pytest.raises(ValueError, match="say how the noise"):
+        Claim.judge("k", "s", source="ours", values=1.0, margin=0.0, noise=0.0)
+    with pytest.raises(ValueError, match="claim key"):
+        Claim.judge("Bad Key", "s", source="ours", values=[1, 2], margin=0.0)
+    with pytest.raises(ValueError, match="no measured values"):
+        Claim.judge("k", "s", source="ours", values=[], margin=0.0)
+    with pytest.raises(TypeError):  # the verdict is never set by hand
+        Claim("k", "s", "ours", 1.0, 0.0, 0.0, Sense.ABOVE, "", "", "x", verdict="holds")
+
+
+def test_claim_evidence_line():
+    c = Claim.judge(
+        "gap", "within 1%", source="ours", values=0.3, margin=1.0, sense="below",
+        noise=0.2, noise_from="seeds", unit="%",
+    )  # fmt: skip
+    assert c.evidence() == "0.3 +/- 0.2 % (needs < 1)"
+    assert c.verdict is Verdict.HOLDS
+
+
+def _result(tmp_path, effect=2.0):
+    c = Claim.judge(
+        "k", "it is big", source="abstract", values=effect, margin=1.0, noise=0.1,
+        noise_from="mc", measured=f"big: {effect}",
+    )  # fmt: skip
+    from tenfold.core.experiment import _jsonable
+
+    rec = {
+        "name": "toy/exp", "command": "tenfold run toy/exp --preset full", "created": "2026-12-01T00:00:00",
+        "wall_time_s": 1.0, "machine": {"device": "CPU (Test CPU, 2 cores)"}, "versions": {"torch": "x"},
+        "claims": _jsonable([c]), "tables": {"rows": [{"a": 1, "b": 0.123456}]},
+        "metrics": {"m": 0.5},
+    }  # fmt: skip
+    d = tmp_path / "results" / "toy" / "exp"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "result.json").write_text(json.dumps(rec))
+    return tmp_path / "results"
+
+
+def test_docs_blocks_regenerate_and_catch_hand_edits(tmp_path):
+    results = _result(tmp_path)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    doc = docs / "toy.md"
+    doc.write_text(
+        "# toy\n\n<!-- results: toy/exp/result.json claims -->\n<!-- /results -->\n\n"
+        "<!-- results: toy/exp/result.json table=rows -->\nstale\n<!-- /results -->\n"
+    )
+    assert sync_docs(docs, results, check=True) == [str(doc)]  # not generated yet
+    assert sync_docs(docs, results) == [str(doc)]
+    text = doc.read_text()
+    assert "**holds**" in text and "2 +/- 0.1 (needs > 1)" in text and "paper (abstract)" in text
+    assert "| 1 | 0.1235 |" in text and "CPU (Test CPU, 2 cores)" in text
+    assert sync_docs(docs, results, check=True) == []
+    doc.write_text(text.replace("| 1 | 0.1235 |", "| 1 | 0.2000 |"))  # a hand edit
+    assert sync_docs(docs, results, check=True) == [str(doc)]
+    sync_docs(docs, results)
+    _result(tmp_path, effect=0.5)  # the result file changes: the doc is stale
+    assert sync_docs(docs, results, check=True) == [str(doc)]
+
+
+@pytest.mark.parametrize(
+    "spec, msg",
+    [
+        ("toy/missing.json claims", "cannot read"),
+        ("toy/exp/result.json table=nope", "has no table 'nope'"),
+        ("toy/exp/result.json table=rows cols=a,zz", "has no column"),
+        ("toy/exp/result.json metrics cols=zz", "has no metric"),
+        ("toy/exp/result.json figures", "show 'claims'"),
+        ("toy/exp/result.json", "give a result file and what"),
+    ],
+)
+def test_docs_block_errors_name_the_problem(tmp_path, spec, msg):
+    results = _result(tmp_path)
+    with pytest.raises(ValueError, match=msg):
+        render_doc(f"<!-- results: {spec} -->\n<!-- /results -->", results)
+
+
+def test_committed_docs_agree_with_committed_results():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    stale = sync_docs(root / "docs", root / "results", check=True)
+    assert not stale, f"docs disagree with results/ (run `tenfold docs`): {stale}"
