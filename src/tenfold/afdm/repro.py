@@ -149,7 +149,7 @@ def ber_mobility(cfg: BerMobilityConfig, ctx: RunContext) -> Result:
     claims = [
         Claim.judge(
             "high-doppler",
-            "\"the robustness of AFDM to Doppler shift is enhanced in user mobility scenarios\": "
+            '"the robustness of AFDM to Doppler shift is enhanced in user mobility scenarios": '
             f"at {vmax:g} km/h AFDM's BER is at most half of OFDM's (same channels, same "
             "receiver), at the highest Es/N0",
             source=ABSTRACT,
@@ -340,8 +340,8 @@ def xlmimo_rka(cfg: XLMIMOConfig, ctx: RunContext) -> Result:
         metrics[f"ber_{wf}_{name.replace(' ', '_')}_{s:g}dB"] = b.ber
     claims = []
     rka_quote = (
-        "\"we employ efficient precoding randomized Kaczmarz (rKA) to reduce the complexity "
-        "overhead\""
+        '"we employ efficient precoding randomized Kaczmarz (rKA) to reduce the complexity '
+        'overhead"'
     )
     if best is not None:
         fr = rzf_flops(M, K, "rka", best * K, per="precoder")

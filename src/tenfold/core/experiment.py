@@ -179,9 +179,7 @@ class Claim:
             raise ValueError(f"claim {self.key!r}: say how the noise was measured (noise_from)")
         object.__setattr__(self, "sense", Sense(self.sense))
         object.__setattr__(self, "values", tuple(float(v) for v in self.values))
-        object.__setattr__(
-            self, "verdict", judge(self.effect, self.noise, self.margin, self.sense)
-        )
+        object.__setattr__(self, "verdict", judge(self.effect, self.noise, self.margin, self.sense))
 
     @property
     def paper(self) -> str:
