@@ -119,12 +119,12 @@ def cmd_report(args) -> int:
 def cmd_docs(args) -> int:
     from .core.report import sync_docs
 
-    docs, results = Path(args.docs), Path(args.results)
-    for p, what in ((docs, "docs"), (results, "results")):
-        if not p.is_dir():
-            return _fail(f"no {what} folder at {p}")
+    root = Path(args.root)
+    docs = root / "docs"
+    if not docs.is_dir():
+        return _fail(f"no docs folder at {docs}; run from the repository root or give --root")
     try:
-        changed = sync_docs(docs, results, check=args.check)
+        changed = sync_docs(docs, root, check=args.check)
     except ValueError as e:
         return _fail(str(e))
     if args.check:
@@ -200,8 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(fn=cmd_report)
     d = sub.add_parser("docs", help="regenerate the docs' result tables from results/")
     d.add_argument("--check", action="store_true", help="only check; exit 1 if a table differs")
-    d.add_argument("--docs", default="docs", help="docs folder (default: docs)")
-    d.add_argument("--results", default="results", help="results folder (default: results)")
+    d.add_argument("--root", default=".", help="repository root (default: .)")
     d.set_defaults(fn=cmd_docs)
     sub.add_parser("info", help="versions, devices, Triton and GPU availability").set_defaults(
         fn=cmd_info

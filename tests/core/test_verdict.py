@@ -110,7 +110,7 @@ def _result(tmp_path, effect=2.0):
     d = tmp_path / "results" / "toy" / "exp"
     d.mkdir(parents=True, exist_ok=True)
     (d / "result.json").write_text(json.dumps(rec))
-    return tmp_path / "results"
+    return tmp_path
 
 
 def test_docs_blocks_regenerate_and_catch_hand_edits(tmp_path):
@@ -119,8 +119,8 @@ def test_docs_blocks_regenerate_and_catch_hand_edits(tmp_path):
     docs.mkdir()
     doc = docs / "toy.md"
     doc.write_text(
-        "# toy\n\n<!-- results: toy/exp/result.json claims -->\n<!-- /results -->\n\n"
-        "<!-- results: toy/exp/result.json table=rows -->\nstale\n<!-- /results -->\n"
+        "# toy\n\n<!-- results: results/toy/exp/result.json claims -->\n<!-- /results -->\n\n"
+        "<!-- results: results/toy/exp/result.json table=rows -->\nstale\n<!-- /results -->\n"
     )
     assert sync_docs(docs, results, check=True) == [str(doc)]  # not generated yet
     assert sync_docs(docs, results) == [str(doc)]
@@ -135,15 +135,24 @@ def test_docs_blocks_regenerate_and_catch_hand_edits(tmp_path):
     assert sync_docs(docs, results, check=True) == [str(doc)]
 
 
+def test_docs_csv_block_with_selection(tmp_path):
+    (tmp_path / "bench.csv").write_text("machine,M,ms\nCPU x,64,1.5\nCPU x,128,2.5\n")
+    text = "<!-- results: bench.csv csv cols=M,ms where=M:128 -->\n<!-- /results -->"
+    out = render_doc(text, tmp_path)
+    assert "| M | ms |" in out and "| 128 | 2.5 |" in out and "| 64 |" not in out
+    with pytest.raises(ValueError, match="no column 'zz' to select on"):
+        render_doc(text.replace("where=M", "where=zz"), tmp_path)
+
+
 @pytest.mark.parametrize(
     "spec, msg",
     [
-        ("toy/missing.json claims", "cannot read"),
-        ("toy/exp/result.json table=nope", "has no table 'nope'"),
-        ("toy/exp/result.json table=rows cols=a,zz", "has no column"),
-        ("toy/exp/result.json metrics cols=zz", "has no metric"),
-        ("toy/exp/result.json figures", "show 'claims'"),
-        ("toy/exp/result.json", "give a result file and what"),
+        ("results/toy/missing.json claims", "cannot read"),
+        ("results/toy/exp/result.json table=nope", "has no table 'nope'"),
+        ("results/toy/exp/result.json table=rows cols=a,zz", "has no column"),
+        ("results/toy/exp/result.json metrics cols=zz", "has no metric"),
+        ("results/toy/exp/result.json figures", "show 'claims'"),
+        ("results/toy/exp/result.json", "give a result file and what"),
     ],
 )
 def test_docs_block_errors_name_the_problem(tmp_path, spec, msg):
@@ -156,5 +165,5 @@ def test_committed_docs_agree_with_committed_results():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    stale = sync_docs(root / "docs", root / "results", check=True)
+    stale = sync_docs(root / "docs", root, check=True)
     assert not stale, f"docs disagree with results/ (run `tenfold docs`): {stale}"

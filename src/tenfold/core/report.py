@@ -240,11 +240,12 @@ def write_report(runs: Path, out_dir: Path) -> Path:
 
 # ------------------------------------------------------------------ docs tables
 # A doc marks a generated block with
-#   <!-- results: <file under results/> claims|table=<name>|metrics [cols=a,b,...] -->
+#   <!-- results: <file> claims|table=<name>|metrics|csv [cols=a,b,...] [where=col:value] -->
 #   ...generated markdown...
 #   <!-- /results -->
-# `tenfold docs` rewrites every block from its result file; `tenfold docs --check` (run by the
-# tests) fails when a block was edited by hand or its result file changed.
+# where <file> is a result.json under results/ (or a benchmark CSV), relative to the
+# repository root. `tenfold docs` rewrites every block from its file; `tenfold docs --check`
+# (run by the tests) fails when a block was edited by hand or its file changed.
 _BLOCK = re.compile(
     r"(?P<open><!-- results: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(?P<close><!-- /results -->)",
     re.S,
@@ -280,25 +281,47 @@ def _provenance(rec: dict[str, Any], path: str) -> str:
     m = rec.get("machine", {})
     return (
         f"<sub>`{rec.get('command', '?')}` on {m.get('device', '?')}, "
-        f"torch {rec.get('versions', {}).get('torch', '?')}, {rec.get('created', '?')[:10]}, "
-        f"{rec.get('wall_time_s', '?')} s; `results/{path}`</sub>"
+        f"torch {rec.get('versions', {}).get('torch', '?')}, {str(rec.get('created', '?'))[:10]}, "
+        f"{rec.get('wall_time_s', '?')} s; `{path}`</sub>"
     )
 
 
-def render_block(spec: str, results_root: Path) -> str:
-    """The markdown of one ``<!-- results: ... -->`` block."""
+def _where(rows: list[dict[str, Any]], cond: str | None, spec: str) -> list[dict[str, Any]]:
+    if not cond:
+        return rows
+    col, _, val = cond.partition(":")
+    if not any(col in r for r in rows):
+        raise ValueError(f"results block {spec!r}: no column {col!r} to select on")
+    return [r for r in rows if str(r.get(col)) == val]
+
+
+def render_block(spec: str, root: Path) -> str:
+    """The markdown of one ``<!-- results: ... -->`` block (paths relative to ``root``)."""
+    import csv
+    import io
     import shlex
 
     words = shlex.split(spec)
     if len(words) < 2:
         raise ValueError(f"results block {spec!r}: give a result file and what to show")
-    path, what, opts = words[0], words[1], dict(w.split("=", 1) for w in words[2:] if "=" in w)
-    f = Path(results_root) / path
+    path, what = words[0], words[1]
+    opts = dict(w.split("=", 1) for w in words[2:] if "=" in w)
+    f = Path(root) / path
     try:
-        rec = json.loads(f.read_text())
+        text = f.read_text()
+        rec = None if what == "csv" else json.loads(text)
     except (OSError, ValueError) as e:
         raise ValueError(f"results block {spec!r}: cannot read {f}: {e}") from None
     cols = opts["cols"].split(",") if "cols" in opts else None
+
+    def checked(rows, name):
+        rows = _where(rows, opts.get("where"), spec)
+        if cols and (bad := [c for c in cols if not any(c in r for r in rows)]):
+            raise ValueError(f"results block {spec!r}: {name} has no column {bad}")
+        return markdown_table(rows, cols)
+
+    if what == "csv":
+        return checked(list(csv.DictReader(io.StringIO(text))), path) + f"\n\n<sub>`{path}`</sub>\n"
     if what == "claims":
         body = markdown_claims(rec)
     elif what.startswith("table="):
@@ -308,10 +331,7 @@ def render_block(spec: str, results_root: Path) -> str:
                 f"results block {spec!r}: {path} has no table {name!r}; tables: "
                 + ", ".join(rec.get("tables", {}))
             )
-        rows = rec["tables"][name]
-        if cols and (bad := [c for c in cols if not any(c in r for r in rows)]):
-            raise ValueError(f"results block {spec!r}: table {name!r} has no column {bad}")
-        body = markdown_table(rows, cols)
+        body = checked(rec["tables"][name], f"table {name!r}")
     elif what == "metrics":
         keys = cols or list(rec.get("metrics", {}))
         missing = [k for k in keys if k not in rec.get("metrics", {})]
@@ -319,24 +339,25 @@ def render_block(spec: str, results_root: Path) -> str:
             raise ValueError(f"results block {spec!r}: {path} has no metric {missing}")
         body = markdown_table([{"metric": k, "value": rec["metrics"][k]} for k in keys])
     else:
-        raise ValueError(f"results block {spec!r}: show 'claims', 'table=<name>' or 'metrics'")
+        raise ValueError(
+            f"results block {spec!r}: show 'claims', 'table=<name>', 'metrics' or 'csv'"
+        )
     return body + "\n\n" + _provenance(rec, path) + "\n"
 
 
-def render_doc(text: str, results_root: Path) -> str:
+def render_doc(text: str, root: Path) -> str:
     """``text`` with every results block regenerated."""
-    return _BLOCK.sub(
-        lambda m: m["open"] + render_block(m["spec"], results_root) + m["close"], text
-    )
+    return _BLOCK.sub(lambda m: m["open"] + render_block(m["spec"], root) + m["close"], text)
 
 
-def sync_docs(docs: Path, results_root: Path, check: bool = False) -> list[str]:
-    """Regenerate (or, with ``check``, compare) the results blocks of every ``docs/*.md``;
-    returns the files that were (or would be) changed."""
+def sync_docs(docs: Path, root: Path, check: bool = False) -> list[str]:
+    """Regenerate (or, with ``check``, compare) the results blocks of every ``docs/*.md``
+    (file paths in the blocks are relative to ``root``); returns the files that were (or
+    would be) changed."""
     changed = []
     for f in sorted(Path(docs).glob("*.md")):
         text = f.read_text()
-        new = render_doc(text, results_root)
+        new = render_doc(text, root)
         if new != text:
             changed.append(str(f))
             if not check:
