@@ -587,8 +587,8 @@ def git_commit() -> str | None:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(  # the code that ran: the package and its metadata, not docs
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/src", ":/pyproject.toml"],
             cwd=here,
             capture_output=True,
             text=True,
