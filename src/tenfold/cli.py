@@ -123,19 +123,16 @@ def cmd_docs(args) -> int:
     docs = root / "docs"
     if not docs.is_dir():
         return _fail(f"no docs folder at {docs}; run from the repository root or give --root")
-    try:
-        changed = sync_docs(docs, root, check=args.check)
-    except ValueError as e:
-        return _fail(str(e))
-    if args.check:
-        if changed:
-            return _fail(
-                "these docs disagree with their result files (run `tenfold docs` to regenerate "
-                "the tables, or fix the result file): " + ", ".join(changed)
-            )
-        print("docs agree with results/")
-        return 0
-    print("regenerated " + (", ".join(changed) if changed else "nothing (all up to date)"))
+    problems = sync_docs(docs, root, check=args.check)
+    bad = [p for p in problems if not p.endswith(": regenerated")]
+    for p in problems:
+        print(p, file=sys.stderr if p in bad else sys.stdout)
+    if bad:
+        return _fail(
+            f"{len(bad)} docs problem(s): run `tenfold docs` to regenerate the tables, and "
+            "commit the result files they name"
+        )
+    print("docs agree with their result files" if args.check else "docs are up to date")
     return 0
 
 

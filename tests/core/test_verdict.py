@@ -122,17 +122,24 @@ def test_docs_blocks_regenerate_and_catch_hand_edits(tmp_path):
         "# toy\n\n<!-- results: results/toy/exp/result.json claims -->\n<!-- /results -->\n\n"
         "<!-- results: results/toy/exp/result.json table=rows -->\nstale\n<!-- /results -->\n"
     )
-    assert sync_docs(docs, results, check=True) == [str(doc)]  # not generated yet
-    assert sync_docs(docs, results) == [str(doc)]
+    assert sync_docs(docs, results, check=True) == [f"{doc}: differs from its result files"]
+    assert sync_docs(docs, results) == [f"{doc}: regenerated"]
     text = doc.read_text()
     assert "**holds**" in text and "2 +/- 0.1 (needs > 1)" in text and "paper (abstract)" in text
     assert "| 1 | 0.1235 |" in text and "CPU (Test CPU, 2 cores)" in text
     assert sync_docs(docs, results, check=True) == []
     doc.write_text(text.replace("| 1 | 0.1235 |", "| 1 | 0.2000 |"))  # a hand edit
-    assert sync_docs(docs, results, check=True) == [str(doc)]
+    assert sync_docs(docs, results, check=True) == [f"{doc}: differs from its result files"]
     sync_docs(docs, results)
     _result(tmp_path, effect=0.5)  # the result file changes: the doc is stale
-    assert sync_docs(docs, results, check=True) == [str(doc)]
+    assert sync_docs(docs, results, check=True) == [f"{doc}: differs from its result files"]
+    # a block whose file is missing is reported, and the doc's other blocks still regenerate
+    doc.write_text(
+        doc.read_text() + "<!-- results: results/toy/gone.json claims -->\n<!-- /results -->\n"
+    )
+    problems = sync_docs(docs, results)
+    assert any("cannot read" in p for p in problems) and f"{doc}: regenerated" in problems
+    assert "0.5 +/- 0.1" in doc.read_text()
 
 
 def test_docs_csv_block_with_selection(tmp_path):
@@ -167,3 +174,41 @@ def test_committed_docs_agree_with_committed_results():
     root = Path(__file__).resolve().parents[2]
     stale = sync_docs(root / "docs", root, check=True)
     assert not stale, f"docs disagree with results/ (run `tenfold docs`): {stale}"
+
+
+def test_committed_results_record_effect_noise_and_margin():
+    from pathlib import Path
+
+    from tenfold.core.experiment import judge
+
+    root = Path(__file__).resolve().parents[2]
+    files = sorted((root / "results").rglob("result.json"))
+    for f in files:
+        rec = json.loads(f.read_text())
+        for c in rec["claims"]:
+            where = f"{f.relative_to(root)}: {c.get('key')}"
+            for k in ("statement", "source", "effect", "noise", "margin", "sense", "noise_from"):
+                assert k in c, f"{where} has no {k}"
+
+            def num(x):
+                return float(x)  # JSON keeps inf / nan as strings
+
+            # the recorded verdict is the helper's verdict on the recorded numbers
+            got = judge(num(c["effect"]), num(c["noise"]), num(c["margin"]), c["sense"])
+            assert got.value == c["verdict"], where
+
+
+def test_report_shows_the_evidence(tmp_path):
+    from tenfold.core.report import render_report
+
+    root = _result(tmp_path)
+    rec = json.loads((root / "results/toy/exp/result.json").read_text())
+    rec |= {"method": "core", "needs_gpu": "kernel speed", "_dir": tmp_path}
+    rec["machine"]["gpu"] = None
+    page = render_report({"toy/exp": rec})
+    for text in ("paper (abstract)", "2 +/- 0.1 (needs &gt; 1)", "noise: mc", "<b>CPU</b>",
+                 "needs a GPU: kernel speed", "big: 2.0"):  # fmt: skip
+        assert text in page, text
+    old = {**rec, "claims": [{"key": "k", "paper": "old", "measured": "m", "verdict": "holds"}]}
+    page = render_report({"toy/exp": old})  # a result file from before the helper still renders
+    assert "older than the verdict helper" in page

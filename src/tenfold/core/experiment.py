@@ -588,7 +588,15 @@ def git_commit() -> str | None:
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
         ).stdout.strip()
         dirty = subprocess.run(  # the code that ran: the package and its metadata, not docs
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/src", ":/pyproject.toml"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":/src",
+                ":/pyproject.toml",
+            ],
             cwd=here,
             capture_output=True,
             text=True,

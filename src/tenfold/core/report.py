@@ -282,7 +282,8 @@ def _provenance(rec: dict[str, Any], path: str) -> str:
     return (
         f"<sub>`{rec.get('command', '?')}` on {m.get('device', '?')}, "
         f"torch {rec.get('versions', {}).get('torch', '?')}, {str(rec.get('created', '?'))[:10]}, "
-        f"{rec.get('wall_time_s', '?')} s; `{path}`</sub>"
+        f"{rec.get('wall_time_s', '?')} s, commit {str(rec.get('git_commit') or '?')[:12]}; "
+        f"`{path}`</sub>"
     )
 
 
@@ -352,14 +353,24 @@ def render_doc(text: str, root: Path) -> str:
 
 def sync_docs(docs: Path, root: Path, check: bool = False) -> list[str]:
     """Regenerate (or, with ``check``, compare) the results blocks of every ``docs/*.md``
-    (file paths in the blocks are relative to ``root``); returns the files that were (or
-    would be) changed."""
-    changed = []
+    (file paths in the blocks are relative to ``root``); returns the problems: a file that
+    was (or, with ``check``, would be) changed, or a block that cannot be rendered (its
+    result file is missing, or lacks the table). Blocks that render are regenerated even
+    when another block of the same doc cannot be."""
+    problems = []
     for f in sorted(Path(docs).glob("*.md")):
         text = f.read_text()
-        new = render_doc(text, root)
+
+        def one(m, f=f):
+            try:
+                return m["open"] + render_block(m["spec"], root) + m["close"]
+            except ValueError as e:
+                problems.append(f"{f}: {e}")
+                return m[0]
+
+        new = _BLOCK.sub(one, text)
         if new != text:
-            changed.append(str(f))
+            problems.append(f"{f}: differs from its result files" if check else f"{f}: regenerated")
             if not check:
                 atomic_write_text(f, new)
-    return changed
+    return problems

@@ -209,6 +209,7 @@ def _bar_figure(ctx, table: dict, rows: list[str], title: str, name: str):
         ),
         "full": dict(),
     },
+    gpu="speed: the Triton kernels (INT8/FP8, SageBwd) and FP4 Tensor Cores (Blackwell); this run measures the reference numerics' accuracy",
     summary="Accuracy of every low-bit attention variant and the paper's ablations against float64, on attention captured from a trained DiT and LM and on synthetic outlier inputs.",
 )
 def accuracy(cfg: AccuracyConfig, ctx: RunContext) -> Result:

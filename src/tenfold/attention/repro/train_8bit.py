@@ -141,6 +141,7 @@ def _steps_to(evals: list, target: float) -> int | None:
         ),  # fmt: skip
         "full": dict(pretrain_seeds=2),
     },
+    gpu="training speed of the Triton SageBwd kernels; this run emulates their numerics",
     summary="Fine-tune a pretrained LM and pretrain one from scratch with 8-bit (SageBwd) attention vs full precision.",
 )
 def train_8bit(cfg: Train8bitConfig, ctx: RunContext) -> Result:

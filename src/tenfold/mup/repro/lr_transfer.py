@@ -255,6 +255,7 @@ def _transfer_figure(title: str, runs_by_label: dict[str, list[dict]]):
         ),
         "full": dict(),
     },
+    gpu="the paper's scale (DiT-XL-2, PixArt-alpha 0.61B); this run is digits-scale on the CPU",
     summary="Learning-rate sweeps over widths, SP vs muP, of a class-conditional DiT (and PixArt-alpha in full) on the digits: does the proxy's best LR transfer to the wide model?",
 )
 def lr_transfer(cfg: LRTransferConfig, ctx: RunContext) -> Result:
