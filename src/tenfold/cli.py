@@ -128,10 +128,12 @@ def cmd_docs(args) -> int:
     for p in problems:
         print(p, file=sys.stderr if p in bad else sys.stdout)
     if bad:
-        return _fail(
-            f"{len(bad)} docs problem(s): run `tenfold docs` to regenerate the tables, and "
-            "commit the result files they name"
+        print(
+            f"tenfold: {len(bad)} docs problem(s): run `tenfold docs` to regenerate the "
+            "tables, and commit the result files they name",
+            file=sys.stderr,
         )
+        return 1
     print("docs agree with their result files" if args.check else "docs are up to date")
     return 0
 

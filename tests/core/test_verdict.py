@@ -212,3 +212,19 @@ def test_report_shows_the_evidence(tmp_path):
     old = {**rec, "claims": [{"key": "k", "paper": "old", "measured": "m", "verdict": "holds"}]}
     page = render_report({"toy/exp": old})  # a result file from before the helper still renders
     assert "older than the verdict helper" in page
+
+
+def test_docs_command(tmp_path, capsys):
+    from tenfold.cli import main
+
+    assert main(["docs", "--root", str(tmp_path)]) == 2  # no docs folder: a usage error
+    assert "no docs folder" in capsys.readouterr().err
+    root = _result(tmp_path)
+    (root / "docs").mkdir()
+    doc = root / "docs" / "toy.md"
+    doc.write_text("<!-- results: results/toy/exp/result.json claims -->\n<!-- /results -->\n")
+    assert main(["docs", "--check", "--root", str(root)]) == 1  # stale: the check fails
+    assert "differs from its result files" in capsys.readouterr().err
+    assert main(["docs", "--root", str(root)]) == 0
+    assert main(["docs", "--check", "--root", str(root)]) == 0
+    assert "**holds**" in doc.read_text()
