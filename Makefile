@@ -47,8 +47,11 @@ demo: $(STAMP)
 	$(BIN)/tenfold report $(RUNS) -o $(REPORT)
 	@echo "report written to $(REPORT)/index.html"
 
+# One pytest worker per core, each with one torch thread: the suite is mostly small models,
+# where two processes get more from two cores than one process with two threads.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -12,9 +12,16 @@ if not torch.cuda.is_available():
 
 @pytest.fixture(scope="session", autouse=True)
 def _hermetic_cache(tmp_path_factory):
-    """Tests train their own digits classifier into a fresh cache: nothing from ~/.cache."""
+    """Tests train their own digits classifier into a fresh cache: nothing from ~/.cache.
+    Under pytest-xdist the workers share one such cache (its writes are atomic), so what one
+    worker trained the others reuse."""
     old = os.environ.get("TENFOLD_CACHE")
-    os.environ["TENFOLD_CACHE"] = str(tmp_path_factory.mktemp("tenfold-cache"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "tenfold-cache"
+        shared.mkdir(exist_ok=True)
+        os.environ["TENFOLD_CACHE"] = str(shared)
+    else:
+        os.environ["TENFOLD_CACHE"] = str(tmp_path_factory.mktemp("tenfold-cache"))
     yield
     if old is None:
         os.environ.pop("TENFOLD_CACHE", None)
