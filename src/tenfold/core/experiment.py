@@ -51,6 +51,7 @@ __all__ = [
     "judge",
     "two_se",
     "binomial_noise",
+    "evidence_line",
     "Claim",
     "Result",
     "RunContext",
@@ -237,16 +238,23 @@ class Claim:
         )  # fmt: skip
 
     def evidence(self) -> str:
-        """``effect +/- noise unit vs margin`` in one line."""
-        op = ">" if self.sense is Sense.ABOVE else "<"
-        u = f" {self.unit}" if self.unit else ""
-        return f"{_num(self.effect)} +/- {_num(self.noise)}{u} (needs {op} {_num(self.margin)})"
+        """``effect +/- noise unit (needs > margin)`` in one line."""
+        return evidence_line(self.effect, self.noise, self.margin, self.sense, self.unit)
 
 
-def _num(x: float) -> str:
-    if math.isinf(x) or math.isnan(x):
-        return str(x)
-    return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+def evidence_line(effect, noise, margin, sense="above", unit: str = "") -> str:
+    """``effect +/- noise unit (needs > margin)``; the numbers may be JSON's "inf" / "nan"
+    strings (a saved claim), so the report and the docs write it the same way."""
+
+    def num(x) -> str:
+        x = float(x)
+        if math.isinf(x) or math.isnan(x):
+            return str(x)
+        return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+
+    op = ">" if Sense(sense) is Sense.ABOVE else "<"
+    u = f" {unit}" if unit else ""
+    return f"{num(effect)} +/- {num(noise)}{u} (needs {op} {num(margin)})"
 
 
 @dataclass

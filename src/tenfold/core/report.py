@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .experiment import all_methods, registry
+from .experiment import all_methods, evidence_line, registry
 from .io import atomic_write_text
 
 __all__ = [
@@ -61,20 +61,13 @@ def claim_source(c: dict[str, Any]) -> str:
     return "our hypothesis" if src == "ours" else f"paper ({src})"
 
 
-def _num(x: Any) -> str:
-    if isinstance(x, str):  # JSON writes inf / nan as strings
-        return x
-    x = float(x)
-    return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
-
-
 def claim_evidence(c: dict[str, Any]) -> str:
     """``effect +/- noise unit (needs > margin)`` from a saved claim."""
     if "effect" not in c:
         return "no effect recorded (result file older than the verdict helper)"
-    op = ">" if c.get("sense", "above") == "above" else "<"
-    u = f" {c['unit']}" if c.get("unit") else ""
-    return f"{_num(c['effect'])} +/- {_num(c['noise'])}{u} (needs {op} {_num(c['margin'])})"
+    return evidence_line(
+        c["effect"], c["noise"], c["margin"], c.get("sense", "above"), c.get("unit", "")
+    )
 
 
 def _measured_on(rec: dict[str, Any]) -> str:
@@ -346,9 +339,20 @@ def render_block(spec: str, root: Path) -> str:
     return body + "\n\n" + _provenance(rec, path) + "\n"
 
 
-def render_doc(text: str, root: Path) -> str:
-    """``text`` with every results block regenerated."""
-    return _BLOCK.sub(lambda m: m["open"] + render_block(m["spec"], root) + m["close"], text)
+def render_doc(text: str, root: Path, errors: list[str] | None = None) -> str:
+    """``text`` with every results block regenerated. With ``errors``, a block that cannot
+    be rendered is left as it is and its problem appended there; without, it raises."""
+
+    def one(m):
+        try:
+            return m["open"] + render_block(m["spec"], root) + m["close"]
+        except ValueError as e:
+            if errors is None:
+                raise
+            errors.append(str(e))
+            return m[0]
+
+    return _BLOCK.sub(one, text)
 
 
 def sync_docs(docs: Path, root: Path, check: bool = False) -> list[str]:
@@ -360,15 +364,9 @@ def sync_docs(docs: Path, root: Path, check: bool = False) -> list[str]:
     problems = []
     for f in sorted(Path(docs).glob("*.md")):
         text = f.read_text()
-
-        def one(m, f=f):
-            try:
-                return m["open"] + render_block(m["spec"], root) + m["close"]
-            except ValueError as e:
-                problems.append(f"{f}: {e}")
-                return m[0]
-
-        new = _BLOCK.sub(one, text)
+        errors: list[str] = []
+        new = render_doc(text, root, errors)
+        problems += [f"{f}: {e}" for e in errors]
         if new != text:
             problems.append(f"{f}: differs from its result files" if check else f"{f}: regenerated")
             if not check:
