@@ -103,9 +103,9 @@ def test_leading_dims_and_errors():
 @pytest.mark.parametrize(
     "kw,match",
     [
-        (dict(forward="int4"), "GemmMode"),
-        (dict(rule="median"), "FallbackRule"),
-        (dict(block=(32,)), "two positive ints"),
+        (dict(forward="int4"), "FallbackConfig.forward must be one of .*int4"),
+        (dict(rule="median"), "FallbackConfig.rule must be one of .*median"),
+        (dict(block=(32,)), "FallbackConfig.block must hold 2 values"),
         (dict(block=(24, 32)), "multiples of 16"),
         (dict(threshold=0.0), "threshold"),
         (dict(rule="topk", threshold=2.0), r"\[0, 1\]"),

@@ -143,7 +143,7 @@ def test_a_config_that_cannot_apply_says_which_value(cfg, heads, msg):
 @pytest.mark.parametrize(
     "kw, msg",
     [
-        (dict(base_width=0), "base_width must be a positive int"),
+        (dict(base_width=0), "MuPConfig.base_width must be >= 1, got 0"),
         (dict(base_width=64, readout_mult=0.0), "readout_mult must be"),
         (dict(base_width=64, init_std=float("nan")), "init_std must be"),
         (dict(base_width=64, vector_std=-1.0), "vector_std must be"),

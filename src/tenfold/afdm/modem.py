@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.validate import check_config
+
 __all__ = [
     "AFDMParams",
     "add_prefix",
@@ -66,6 +68,7 @@ class AFDMParams:
     k_nu: int = 0
 
     def __post_init__(self):
+        check_config(self, N=">=2", cp_len=">=0", max_delay=">=0", max_doppler=">=0", k_nu=">=0")
         if self.N < 2:
             raise ValueError(f"N must be >= 2, got {self.N}")
         if not 0 <= self.cp_len < self.N:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.experiment import Claim, Result, RunContext, experiment
 from ..core.tasks.plotting import pyplot
+from ..core.validate import check_config
 from .channel import doppler_from_speed, random_paths
 from .link import simulate_ber
 from .modem import afdm_params, ofdm_params
@@ -39,6 +40,21 @@ class BerMobilityConfig:
     min_frames: int = 20
 
     def __post_init__(self):
+        check_config(
+            self,
+            N=">=16",
+            qam=(4, 16, 64),
+            speeds_kmh=">=0",
+            esn0_db="[-50,100]",
+            carrier_hz=">0",
+            subcarrier_hz=">0",
+            n_paths=">=1",
+            max_delay=">=0",
+            k_nu=">=0",
+            target_errors=">=1",
+            max_frames=">=1",
+            min_frames=">=1",
+        )
         if self.N < 16:
             raise ValueError(f"N must be >= 16, got {self.N}")
         if self.qam not in (4, 16, 64):
@@ -215,6 +231,28 @@ class XLMIMOConfig:
     timing_repeats: int = 5
 
     def __post_init__(self):
+        check_config(
+            self,
+            N=">=16",
+            qam=(4, 16, 64),
+            antennas=">=1",
+            users=">=1",
+            speed_kmh=">=0",
+            esn0_db="[-50,100]",
+            sweeps=">=1",
+            carrier_hz=">0",
+            subcarrier_hz=">0",
+            n_paths=">=1",
+            max_delay=">=0",
+            k_nu=">=0",
+            visibility="[0,1]",
+            target_ber="(0,0.5)",
+            target_errors=">=1",
+            max_frames=">=1",
+            complexity_antennas=">=1",
+            convergence_tol=">0",
+            timing_repeats=">=1",
+        )
         if self.N < 16 or self.users < 1 or self.antennas < self.users:
             raise ValueError("need N >= 16 and antennas >= users >= 1")
         if not self.sweeps or min(self.sweeps) < 1:

@@ -47,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core.validate import check_config
+
 E4M3_MAX = 448.0
 # floor of every absmax before it becomes a scale: exp2 of very negative scores gives
 # denormal P whose absmax/127 would underflow to 0 (and 0/0 = NaN); a block whose absmax is
@@ -163,6 +165,13 @@ class Numerics:
     bwd_dp: str = "16bit"
 
     def __post_init__(self):
+        check_config(
+            self,
+            q_block=">=1 pow2",
+            k_block=">=1 pow2",
+            kv_tile=">=1 pow2",
+            bwd_dp=("16bit", "int8"),
+        )
         if self.qk not in QK_FORMATS:
             raise ValueError(f"qk={self.qk!r}: choose one of {QK_FORMATS}")
         if self.pv not in PV_FORMATS:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.models import set_attention_fn
+from ..core.validate import check_config
 from . import _ref
 from ._ref import VARIANTS, Numerics
 
@@ -93,6 +94,7 @@ class AttentionConfig:
     layout: Layout | str = Layout.BHTD
 
     def __post_init__(self):
+        check_config(self, on_unsupported=("sdpa", "error"))
         object.__setattr__(self, "variant", _enum(Variant, self.variant, "variant"))
         object.__setattr__(self, "backend", _enum(Backend, self.backend, "backend"))
         object.__setattr__(self, "layout", _enum(Layout, self.layout, "layout"))

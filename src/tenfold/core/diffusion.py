@@ -15,6 +15,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from .validate import check_config
+
 __all__ = [
     "EDMConfig",
     "EDMPrecond",
@@ -46,6 +48,7 @@ class EDMConfig:
     loss_reduction: Literal["mean", "sum"] = "mean"
 
     def __post_init__(self):
+        check_config(self, sigma_min=">0", sigma_max=">0", sigma_data=">0", P_std=">0", rho=">0")
         if not 0 < self.sigma_min < self.sigma_max:
             raise ValueError(
                 f"EDMConfig needs 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}"

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_write_text
+from .validate import ConfigError
 
 __all__ = [
     "Verdict",
@@ -68,10 +69,6 @@ __all__ = [
     "run_experiment",
     "machine_info",
 ]
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem (unknown name, field or bad value)."""
 
 
 class Verdict(str, enum.Enum):

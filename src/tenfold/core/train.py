@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .io import CheckpointError, load_tensors, save_tensors
+from .validate import check_config
 
 __all__ = [
     "load_weights",
@@ -97,6 +98,22 @@ class TrainConfig:
     desc: str = "train"
 
     def __post_init__(self):
+        check_config(
+            self,
+            steps=">=1",
+            batch_size=">=1",
+            lr=">0",
+            weight_decay=">=0",
+            betas="[0,1)",
+            warmup_steps=">=0",
+            schedule=("constant", "cosine"),
+            grad_clip=">0",
+            ema_decay="(0,1)",
+            eval_every=">=0",
+            ckpt_every=">=0",
+            log_every=">=0",
+        )
+
         def bad(msg):
             raise ValueError(f"TrainConfig: {msg}")
 

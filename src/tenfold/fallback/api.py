@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..core.validate import check_config
 from . import _ref
 from ._ref import QTensor
 
@@ -106,6 +107,7 @@ class FallbackConfig:
     track_stats: bool = True
 
     def __post_init__(self):
+        check_config(self, block=">=1", threshold=">=0")
         set_ = object.__setattr__
         try:
             for name in ("forward", "grad_input", "grad_weight"):

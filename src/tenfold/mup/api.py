@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..core.validate import check_config
+
 __all__ = [
     "MuPConfig",
     "MuReadout",
@@ -74,6 +76,14 @@ class MuPConfig:
     vector_std: float = 0.02
 
     def __post_init__(self):
+        check_config(
+            self,
+            base_width=">=1",
+            readout_mult=">0",
+            init_std=">0",
+            embed_std=">=0",
+            vector_std=">=0",
+        )
         if not isinstance(self.base_width, int) or self.base_width < 1:
             raise ValueError(
                 f"MuPConfig.base_width must be a positive int, got {self.base_width!r}"

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ...core.experiment import Claim, Result, RunContext, experiment
 from ...core.tasks.plotting import pyplot
+from ...core.validate import check_config
 from .. import _ref as R
 from .capture import SOURCE_NAMES, capture_sources, plug_in_losses
 
@@ -152,6 +153,25 @@ class AccuracyConfig:
     plug_samples: int = 64
 
     def __post_init__(self):
+        check_config(
+            self,
+            n_heads=">=1",
+            head_dim=">=32",
+            dit_depth=">=1",
+            dit_patch=">=1",
+            dit_steps=">=1",
+            vocab_size=">=2",
+            lm_layers=">=1",
+            lm_context=">=2",
+            lm_steps=">=1",
+            capture_batch=">=1",
+            synthetic_tokens=">=64",
+            outlier_scale=">0",
+            long_tokens=">=64",
+            long_score_std=">0",
+            sources="unique",
+            plug_samples="[2,359]",
+        )
         for name in ("n_heads", "head_dim", "dit_depth", "dit_patch", "lm_layers", "lm_context"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
+from ..validate import check_config
 from .layers import _check, sincos_pos_embed_2d
 
 __all__ = ["BackboneConfig", "TextBackboneConfig", "check_inputs", "add_patch_embedding"]
@@ -60,6 +61,16 @@ class BackboneConfig:
     learn_sigma: bool = False
 
     def __post_init__(self):
+        check_config(
+            self,
+            input_size=">=1",
+            in_channels=">=1",
+            patch_size=">=1",
+            depth=">=1",
+            n_heads=">=1",
+            head_dim=">=1",
+            mlp_ratio=">0",
+        )
         name = type(self).__name__
         for f in ("input_size", "in_channels", "patch_size", "depth", "n_heads", "head_dim"):
             _check(getattr(self, f) >= 1, f"{name}.{f} must be >= 1, got {getattr(self, f)}")
@@ -102,6 +113,14 @@ class TextBackboneConfig(BackboneConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        check_config(
+            self,
+            text_vocab_size=">=3",
+            text_len=">=1",
+            text_dim=">=1",
+            text_depth=">=1",
+            text_heads=">=1",
+        )
         name = type(self).__name__
         for f in ("text_vocab_size", "text_len", "text_dim", "text_depth", "text_heads"):
             _check(getattr(self, f) >= 1, f"{name}.{f} must be >= 1, got {getattr(self, f)}")

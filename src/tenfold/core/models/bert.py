@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..validate import check_config
 from .layers import PluggableAttention, _check
 
 __all__ = [
@@ -58,6 +59,19 @@ class BertConfig:
     pad_token_id: int = 0
 
     def __post_init__(self):
+        check_config(
+            self,
+            vocab_size=">=1",
+            hidden_size=">=1",
+            num_hidden_layers=">=1",
+            num_attention_heads=">=1",
+            intermediate_size=">=1",
+            max_position_embeddings=">=1",
+            type_vocab_size=">=1",
+            layer_norm_eps=">0",
+            hidden_act=("gelu", "gelu_new"),
+            pad_token_id=">=0",
+        )
         for f in (
             "vocab_size",
             "hidden_size",

@@ -8,6 +8,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from ..validate import check_config
 from .backbone import BackboneConfig, add_patch_embedding, check_inputs
 from .layers import (
     Attention,
@@ -37,6 +38,7 @@ class DiTConfig(BackboneConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        check_config(self, num_classes=">=1", class_dropout_prob="[0,1)", freq_dim=">=2")
         _check(
             self.mlp in ("gelu", "swiglu"),
             f"DiTConfig.mlp must be 'gelu' or 'swiglu', got {self.mlp!r}",

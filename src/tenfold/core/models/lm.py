@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..validate import check_config
 from .layers import Attention, RMSNorm, RotaryEmbedding, _check, make_mlp
 
 __all__ = ["LMConfig", "LMBlock", "LM"]
@@ -38,6 +39,18 @@ class LMConfig:
     init: Literal["gpt2", "llama"] = "gpt2"
 
     def __post_init__(self):
+        check_config(
+            self,
+            vocab_size=">=1",
+            block_size=">=1",
+            n_layer=">=1",
+            n_heads=">=1",
+            n_kv_heads=">=1",
+            head_dim=">=2",
+            mlp_hidden=">=1",
+            rope_base=">0",
+            norm_eps=">0",
+        )
         for name in ("vocab_size", "block_size", "n_layer", "n_heads", "head_dim"):
             _check(
                 getattr(self, name) >= 1, f"LMConfig.{name} must be >= 1, got {getattr(self, name)}"

@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..validate import check_config
 from .backbone import BackboneConfig, check_inputs
 from .layers import LabelEmbedder, PreNormBlock, TimestepEmbedder, _check, unpatchify
 
@@ -37,6 +38,7 @@ class UViTConfig(BackboneConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        check_config(self, num_classes=">=1", class_dropout_prob="[0,1)", label_init_std=">0")
         _check(
             self.depth % 2 == 1,
             f"UViTConfig.depth must be odd (in-blocks, mid block, out-blocks), got {self.depth}",

@@ -18,6 +18,7 @@ from ..data import CAPTION_TEMPLATES, DIGIT_NAMES, CaptionTokenizer, digit_capti
 from ..diffusion import EDMConfig, EDMPrecond, edm_loss, heun_sample
 from ..models import BACKBONES, BackboneConfig
 from ..train import StepContext, TrainConfig, Trainer
+from ..validate import check_config
 from .classifier import DigitsClassifier, digits_classifier
 
 __all__ = [
@@ -74,6 +75,21 @@ class DigitsDiffusionConfig:
     cond_dropout_prob: float = 0.1  # labels / captions dropped for classifier-free guidance
 
     def __post_init__(self):
+        check_config(
+            self,
+            n_heads=">=1",
+            image_size=(8, 16),
+            steps=">=1",
+            batch_size=">=1",
+            lr=">0",
+            warmup_steps=">=0",
+            ema_decay="(0,1)",
+            eval_every=">=0",
+            eval_samples=">=20",
+            sampler_steps=">=1",
+            cfg_scale=">=0",
+            cond_dropout_prob="[0,1)",
+        )
         if self.backbone not in BACKBONES:
             raise ValueError(
                 f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}"

@@ -31,6 +31,7 @@ from ..data import TokenStreams, lm_batch, token_streams
 from ..io import cached_state
 from ..models import LM, LMConfig
 from ..train import TrainConfig, Trainer
+from ..validate import check_config
 
 __all__ = [
     "LMRunSpec",
@@ -71,6 +72,20 @@ class LMRunSpec:
     pretrain_steps: int = 0
 
     def __post_init__(self):
+        check_config(
+            self,
+            vocab_size=">=2",
+            block_size=">=1",
+            n_layer=">=1",
+            n_heads=">=1",
+            head_dim=">=1",
+            batch_size=">=1",
+            lr=">0",
+            steps=">=0",
+            eval_every=">=0",
+            eval_batches=">=1",
+            pretrain_steps=">=0",
+        )
         for f in ("vocab_size", "block_size", "n_layer", "n_heads", "head_dim", "batch_size",
                   "eval_batches"):  # fmt: skip
             v = getattr(self, f)

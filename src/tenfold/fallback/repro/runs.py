@@ -14,6 +14,7 @@ from ... import __version__
 from ...core.experiment import RunContext
 from ...core.sweep import point_key, run_sweep
 from ...core.tasks.lm import LMRunSpec, fit_run, lm_streams, pretrained_lm, setup_run, val_loss
+from ...core.validate import check_config
 from ..api import (
     SCHEMES,
     FallbackConfig,
@@ -181,6 +182,27 @@ class FallbackRunConfig:
     resume: bool = True
 
     def __post_init__(self):
+        check_config(
+            self,
+            vocab_size=">=2",
+            n_layer=">=1",
+            n_heads=">=1",
+            head_dim=">=1",
+            block_size=">=2",
+            batch_size=">=1",
+            steps=">=1",
+            lr=">0",
+            eval_every=">=0",
+            eval_batches=">=1",
+            schemes="unique",
+            alternatives="empty unique",
+            block=">=1",
+            threshold=">0",
+            tolerance="(0,1)",
+            rare="(0,1)",
+            noise_seeds=">=1",
+            workers=">=0",
+        )
         for name in ("n_layer", "n_heads", "head_dim", "block_size", "batch_size", "steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

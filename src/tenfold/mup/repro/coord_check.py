@@ -13,6 +13,7 @@ from ...core.experiment import Claim, Result, RunContext, experiment
 from ...core.tasks.digits import DigitsTask
 from ...core.tasks.plotting import pyplot
 from ...core.train import StepContext, step_generator
+from ...core.validate import check_config
 from ..api import MuPConfig
 from ..coord import coord_check
 from .common import FAMILY_NAMES, HEAD_DIM, build_backbone, check_families, check_heads
@@ -37,6 +38,16 @@ class CoordCheckConfig:
     log2_lr: float = -7.0
 
     def __post_init__(self):
+        check_config(
+            self,
+            backbones="unique",
+            heads=">=1 increasing",
+            depth=">=0",
+            steps=">=1",
+            seeds=">=1",
+            batch_size=">=1",
+            log2_lr="[-40,10]",
+        )
         check_families(self.backbones)
         check_heads(self.heads, "heads")
         if self.steps < 1 or self.seeds < 1 or self.batch_size < 1 or self.depth < 0:

@@ -27,6 +27,7 @@ from ...core.sweep import run_sweep
 from ...core.tasks.digits import DigitsTask
 from ...core.tasks.plotting import pyplot
 from ...core.train import TrainConfig, Trainer
+from ...core.validate import check_config
 from ..api import MuPConfig, parametrize_
 from .common import FAMILY_NAMES, HEAD_DIM, build_backbone, check_families, check_heads
 
@@ -52,6 +53,22 @@ class LRTransferConfig:
     resume: bool = True
 
     def __post_init__(self):
+        check_config(
+            self,
+            backbones="unique",
+            heads=">=1 increasing",
+            log2_lrs="[-40,10] increasing",
+            seeds=">=1",
+            depth=">=1",
+            steps=">=1",
+            batch_size=">=1",
+            transfer_steps=">=1",
+            sp_lr=">0",
+            curve_points=">=1",
+            val_noise=">=1",
+            readout_mult=">0",
+            workers=">=0",
+        )
         check_families(self.backbones)
         check_heads(self.heads, "heads")
         if self.heads[-1] < 4 * self.heads[0]:
