@@ -169,7 +169,7 @@ def test_checkpoints_hold_only_raw_tensors_and_json(tmp_path):
     n = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + n])
     meta = header.pop("__metadata__")
-    assert meta["format"] == "tenfold.checkpoint.v1"
+    assert meta["format"] == "tenfold.checkpoint.v2"
     assert all(isinstance(v, str) for v in meta.values())
     json.loads(meta["meta"])  # the trainer state is plain JSON
     assert all(set(h) == {"dtype", "shape", "data_offsets"} for h in header.values())

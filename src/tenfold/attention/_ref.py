@@ -80,7 +80,7 @@ def e2m1(x: Tensor) -> Tensor:
         up |= a == m
     idx = idx + up.long()
     grid = torch.tensor(_E2M1_GRID, device=x.device)
-    return grid[idx].copysign(x)
+    return torch.where(torch.isnan(x), x, grid[idx].copysign(x))  # NaN stays NaN
 
 
 def _groups(x: Tensor, size: int) -> Tensor:
@@ -107,6 +107,7 @@ def quant_mxfp4(x: Tensor, group: int = 32) -> tuple[Tensor, Tensor]:
     amax = g.abs().amax(-1)
     exp = torch.floor(torch.log2(torch.where(amax > 0, amax, torch.ones_like(amax)))) - 2
     scale = torch.exp2(exp.clamp(-127, 127))
+    scale = torch.where(torch.isnan(amax), amax, scale)  # a group holding NaN stays NaN
     q = e2m1(g / scale.unsqueeze(-1))
     return (q * scale.unsqueeze(-1)).reshape(x.shape), scale
 

@@ -1,10 +1,13 @@
 """Safe files: atomic writes and checked safetensors checkpoints.
 
 Nothing here unpickles. A checkpoint is one safetensors file whose metadata holds a format
-tag, free-form JSON and a SHA-256 of every tensor's bytes; loading checks all three, so a
-truncated or corrupted file raises :class:`CheckpointError` naming the file instead of
-loading silently. Writes go to a temporary file in the same folder, are fsynced and then
-renamed over the target, so a crash mid-write leaves the last good file intact.
+tag, free-form JSON and a SHA-256 over every tensor (name, dtype, shape, bytes) *and* the
+format tag and the JSON, so that every byte that is loaded is covered: a truncated or
+corrupted file, or one whose metadata was altered, raises :class:`CheckpointError` naming
+the file instead of loading silently. Writes go to a temporary file in the same folder
+(``.<name>.<pid>.<random>.tmp``), are fsynced and then renamed over the target, so a crash
+mid-write leaves the last good file intact; the next successful write of that file removes
+the temporary files that writers which no longer run (killed mid-write) left behind.
 
 :func:`cache_dir` is where tenfold keeps what it trains or builds once (``$TENFOLD_CACHE``
 or ``~/.cache/tenfold``); :func:`cached_state` is the one cache of trained models' weights,
@@ -39,7 +42,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT = "tenfold.checkpoint.v1"
+FORMAT = "tenfold.checkpoint.v2"  # v2: the digest covers the metadata too
+_OLD_FORMATS = ("tenfold.checkpoint.v1",)
 
 
 class CheckpointError(RuntimeError):
@@ -56,7 +60,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as f:
@@ -74,14 +80,43 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+    _remove_stale_temps(path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove ``.<name>.<pid>.*.tmp`` files of ``path`` whose writer no longer runs."""
+    prefix = f".{path.name}."
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            name = entry.name
+            if not (name.startswith(prefix) and name.endswith(".tmp")):
+                continue
+            pid = name[len(prefix) :].split(".", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _digest(tensors: dict[str, Tensor]) -> str:
+def _digest(tensors: dict[str, Tensor], fmt: str = FORMAT, meta_json: str = "") -> str:
     h = hashlib.sha256()
+    if fmt != "tenfold.checkpoint.v1":
+        h.update(fmt.encode())
+        h.update(len(meta_json.encode()).to_bytes(8, "little"))
+        h.update(meta_json.encode())
     for name in sorted(tensors):
         t = tensors[name].detach().contiguous().cpu()
         h.update(name.encode())
@@ -109,11 +144,13 @@ def save_tensors(
             t = t.clone()
         seen.add(key)
         flat[k] = t
-    header = {
-        "format": FORMAT,
-        "sha256": _digest(flat),
-        "meta": json.dumps(meta or {}, sort_keys=True),
-    }
+    try:
+        meta_json = json.dumps(meta or {}, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"{path}: checkpoint metadata must be plain JSON (finite numbers): {e}"
+        ) from None
+    header = {"format": FORMAT, "sha256": _digest(flat, FORMAT, meta_json), "meta": meta_json}
     atomic_write_bytes(path, save(flat, metadata=header))
 
 
@@ -127,7 +164,10 @@ def load_tensors(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint: {e.strerror or e}") from None
     try:
         tensors = load(data)
         header_len = int.from_bytes(data[:8], "little")
@@ -136,17 +176,28 @@ def load_tensors(
         raise CheckpointError(
             f"{path}: not a readable safetensors file (truncated or corrupted?): {e}"
         ) from None
-    md = header.get("__metadata__") or {}
-    if md.get("format") != FORMAT:
+    md = header.get("__metadata__") if isinstance(header, dict) else None
+    md = md if isinstance(md, dict) else {}
+    fmt, meta_json = md.get("format"), md.get("meta", "{}")
+    if fmt in _OLD_FORMATS:
         raise CheckpointError(
-            f"{path}: not a tenfold checkpoint (format tag {md.get('format')!r}, expected {FORMAT!r})"
+            f"{path}: written by an older tenfold ({fmt}) whose checksum does not cover the "
+            "metadata; re-create it (caches rebuild by themselves)"
         )
-    if _digest(tensors) != md.get("sha256"):
-        raise CheckpointError(f"{path}: checksum mismatch: the tensor data is corrupted")
+    if fmt != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a tenfold checkpoint (format tag {fmt!r}, expected {FORMAT!r})"
+        )
+    if not isinstance(meta_json, str) or _digest(tensors, fmt, meta_json) != md.get("sha256"):
+        raise CheckpointError(
+            f"{path}: checksum mismatch: the tensor data or the metadata is corrupted"
+        )
     try:
-        meta = json.loads(md.get("meta", "{}"))
+        meta = json.loads(meta_json)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: corrupted metadata: {e}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: metadata must be a JSON object, got {type(meta).__name__}")
     return {k: v.to(device) for k, v in tensors.items()}, meta
 
 

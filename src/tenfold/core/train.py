@@ -46,6 +46,7 @@ __all__ = [
     "batch_indices",
 ]
 
+MAX_BATCH = 2**24  # indices of one global batch (a larger batch would not fit in memory)
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant, keeps (seed, step) seeds apart
 
 
@@ -67,14 +68,21 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> Tensor:
     range(n), seeded by (seed, epoch), so each epoch visits every sample once -> (B,)."""
     if n < 1:
         raise ValueError("cannot draw batches from an empty dataset")
-    out, start = [], step * batch_size
-    while len(out) < batch_size:
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch_size must be in [1, {MAX_BATCH}], got {batch_size}")
+    if batch_size > 64 * n:
+        raise ValueError(
+            f"batch_size={batch_size} is over 64 epochs of the {n}-sample dataset; lower it"
+        )
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    parts, start, left = [], step * batch_size, batch_size
+    while left:
         epoch, pos = divmod(start, n)
-        perm = _epoch_perm(n, seed, epoch)
-        take = min(batch_size - len(out), n - pos)
-        out.extend(perm[pos : pos + take].tolist())
-        start += take
-    return torch.tensor(out, dtype=torch.long)
+        take = min(left, n - pos)
+        parts.append(_epoch_perm(n, seed, epoch)[pos : pos + take])
+        start, left = start + take, left - take
+    return torch.cat(parts).long()
 
 
 @dataclass(frozen=True)
@@ -255,6 +263,11 @@ class Trainer:
             if not data or any(d.shape[0] != data[0].shape[0] for d in data):
                 raise ValueError("data tensors must be non-empty and share their first dimension")
             self.data, self.n = data, data[0].shape[0]
+            if config.batch_size > self.n:
+                raise ValueError(
+                    f"batch_size={config.batch_size} is larger than the dataset "
+                    f"({self.n} samples): a batch would repeat samples; lower batch_size"
+                )
         self.optimizer = optimizer or torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=config.lr,
@@ -324,10 +337,55 @@ class Trainer:
         tensors, meta = load_tensors(path, device=self.device)
         try:
             self._restore(tensors, meta)
-        except (KeyError, RuntimeError, ValueError) as e:
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise CheckpointError(f"{path}: does not match this model/optimizer: {e}") from None
 
+    def _check_meta(self, meta: dict[str, Any]) -> None:
+        """The metadata of a checkpoint, checked before any of it is used (ValueError)."""
+        step = meta.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= self.cfg.steps:
+            raise ValueError(f"step must be an integer in [0, {self.cfg.steps}], got {step!r}")
+        groups = meta.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"param_groups must be a list of {len(self.optimizer.param_groups)} groups, "
+                f"got {type(groups).__name__}"
+                + (f" of {len(groups)}" if isinstance(groups, list) else "")
+            )
+        for i, (g, mine) in enumerate(zip(groups, self.optimizer.param_groups)):
+            if not isinstance(g, dict) or not isinstance(g.get("params"), list):
+                raise ValueError(f"param_groups[{i}] must be an object with a params list")
+            if len(g["params"]) != len(mine["params"]):
+                raise ValueError(
+                    f"param_groups[{i}] holds {len(g['params'])} parameters, the optimizer "
+                    f"{len(mine['params'])}"
+                )
+            for k in ("lr", "initial_lr"):
+                v = g.get(k, 0.0)
+                if (
+                    isinstance(v, bool)
+                    or not isinstance(v, (int, float))
+                    or not math.isfinite(v)
+                    or v < 0
+                ):
+                    raise ValueError(
+                        f"param_groups[{i}].{k} must be a finite number >= 0, got {v!r}"
+                    )
+        scalars = meta.get("optim_scalars", {})
+        if not isinstance(scalars, dict) or not all(
+            isinstance(v, dict) and str(k).isdigit() for k, v in scalars.items()
+        ):
+            raise ValueError("optim_scalars must map parameter ids to objects")
+        for key in ("history", "evals"):
+            recs = meta.get(key, [])
+            if not isinstance(recs, list) or not all(
+                isinstance(r, dict) and isinstance(r.get("step"), int) for r in recs
+            ):
+                raise ValueError(f"{key} must be a list of records with an integer step")
+
     def _restore(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        self._check_meta(meta)
+
         def sub(prefix):
             n = len(prefix)
             return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -446,6 +504,10 @@ class Trainer:
                 self.save_checkpoint()
         bar.close()
         if self.step == cfg.steps and (not self.evals or self.evals[-1]["step"] != self.step):
+            # Save first: a crash in the final evaluation must not lose the training. A
+            # resumed run finds the last step done and only evaluates.
+            if self.ckpt_path is not None:
+                self.save_checkpoint()
             self._evaluate()
             if self.ckpt_path is not None:
                 self.save_checkpoint()

@@ -3,7 +3,8 @@ Triton kernels in :mod:`tenfold.fallback.kernels` are tested against it.
 
 Block-wise INT8
     A matrix (R, C) is zero-padded to multiples of the block (br, bc) and cut into blocks.
-    Each block gets one fp32 scale ``s = absmax / 127`` (1 for an all-zero block) and the
+    Each block gets one fp32 scale ``s = absmax / 127`` (1 for an all-zero block, NaN for a
+    block holding NaN or inf, so that non-finite input gives non-finite output) and the
     values ``q = round_half_away(x * (127 / absmax))`` clamped to [-127, 127] (int8).
     Per-tensor INT8 is the same with one block the size of the whole (padded) matrix.
 
@@ -157,12 +158,16 @@ def _block_stats(
     """absmax and (if asked) mean square of each block of the padded fp32 matrix."""
     R, C = xp.shape
     b = xp.reshape(R // block[0], block[0], C // block[1], block[1])
-    return b.abs().amax(dim=(1, 3)), b.square().mean(dim=(1, 3)) if meansq else None
+    absmax = b.abs().amax(dim=(1, 3))
+    # a block holding NaN or inf gets a NaN absmax (and so a NaN scale): it dequantizes to
+    # NaN and the GEMM's output is NaN where it takes part, as a float GEMM's would be
+    absmax = absmax.masked_fill(~torch.isfinite(absmax), float("nan"))
+    return absmax, b.square().mean(dim=(1, 3)) if meansq else None
 
 
 def _quantize_blocks(xp: Tensor, absmax: Tensor, block: tuple[int, int]) -> tuple[Tensor, Tensor]:
     safe = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
-    scale = safe / QMAX
+    scale = torch.where(torch.isnan(absmax), absmax, safe / QMAX)  # NaN in, NaN out
     v = _bcast(xp, QMAX / safe, block)
     q = round_half_away(v).clamp_(-QMAX, QMAX).to(torch.int8)
     return q, scale

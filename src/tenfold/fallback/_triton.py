@@ -20,7 +20,10 @@ def quant_kernel(
     inside = (rows[:, None] < R) & (cols[None, :] < C)
     x = tl.load(x_ptr + rows[:, None] * sxr + cols[None, :] * sxc, mask=inside, other=0.0)
     x = x.to(tl.float32)
-    amax = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
+    # x * 0 is 0 for finite x and NaN for NaN/inf: a block holding one gets a NaN absmax and
+    # a NaN scale (tl.max alone need not propagate NaN), as in the reference
+    nanflag = tl.sum(tl.sum(x * 0.0, axis=1), axis=0)
+    amax = tl.max(tl.max(tl.abs(x), axis=1), axis=0) + nanflag
     n_r = tl.minimum(R - rb * BR, BR)
     n_c = tl.minimum(C - cb * BC, BC)
     msq = tl.sum(tl.sum(x * x, axis=1), axis=0) / (n_r * n_c).to(tl.float32)
@@ -30,7 +33,7 @@ def quant_kernel(
     q = tl.where(v >= 0, tl.floor(v + 0.5), tl.ceil(v - 0.5))
     q = tl.minimum(tl.maximum(q, -127.0), 127.0)
     tl.store(q_ptr + rows[:, None] * sqr + cols[None, :] * sqc, q.to(tl.int8))
-    tl.store(scale_ptr + rb * Cb + cb, safe / 127.0)
+    tl.store(scale_ptr + rb * Cb + cb, safe / 127.0 + nanflag)
     tl.store(absmax_ptr + rb * Cb + cb, amax)
     tl.store(meansq_ptr + rb * Cb + cb, msq)
 
