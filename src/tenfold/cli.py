@@ -111,7 +111,10 @@ def cmd_report(args) -> int:
     runs = Path(args.runs)
     if not runs.is_dir():
         return _fail(f"no runs folder at {runs}; run `tenfold run ...` first or name the folder")
-    path = write_report(runs, Path(args.output))
+    try:
+        path = write_report(runs, Path(args.output))
+    except OSError as e:
+        return _fail(f"cannot write the report to {args.output}: {e.strerror or e}")
     print(f"wrote {path}")
     return 0
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import math
 import os
 import zlib
@@ -29,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .io import CheckpointError, atomic_write_text, cache_dir, load_tensors, save_tensors
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ImageData",
@@ -532,7 +535,18 @@ def token_streams(
     if cache and tok_path.exists() and stream_path.exists():
         try:
             loaded = BPETokenizer.load(tok_path), load_tensors(stream_path)[0]
-        except (ValueError, CheckpointError):
+            tk, t = loaded
+            if set(t) != {"train", "val"} or any(
+                v.ndim != 1 or v.dtype != torch.int32 or v.numel() < 2 for v in t.values()
+            ):
+                raise ValueError("token streams are not two 1-D int32 tensors")
+            if (
+                max(int(v.max()) for v in t.values()) >= tk.vocab_size
+                or min(int(v.min()) for v in t.values()) < 0
+            ):
+                raise ValueError("token ids outside the tokenizer's vocabulary")
+        except (ValueError, CheckpointError) as e:
+            log.warning("rebuilding the token cache %s: %s", stream_path, e)
             loaded = None  # a corrupted cache entry is rebuilt
     if loaded is not None:
         tok, t = loaded

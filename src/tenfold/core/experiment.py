@@ -21,6 +21,7 @@ method: :func:`methods` finds them; :func:`all_methods` adds the ones the projec
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import enum
@@ -67,6 +68,8 @@ __all__ = [
     "make_config",
     "parse_overrides",
     "run_experiment",
+    "make_run_dir",
+    "check_result",
     "machine_info",
 ]
 
@@ -639,6 +642,130 @@ def _cli_value(v: Any) -> str:
     return str(v)
 
 
+_NAME = re.compile(r"^[a-z0-9_][a-z0-9_.-]*/[a-z0-9_][a-z0-9_.-]*$")
+_NUM = (int, float, type(None))
+
+
+def check_result(rec: Any, where: str = "result.json") -> dict[str, Any]:
+    """Check that ``rec`` (a loaded ``result.json``) has the shape tools rely on; returns it,
+    or raises ValueError naming ``where`` and the first problem. Figures must be relative
+    paths inside the run folder (``a.png``, ``figs/b.png``): nothing else is ever embedded."""
+
+    def bad(msg: str) -> typing.NoReturn:
+        raise ValueError(f"{where}: {msg}")
+
+    if not isinstance(rec, dict):
+        bad(f"must hold a JSON object, got {type(rec).__name__}")
+    for k in ("name", "created"):
+        if not isinstance(rec.get(k), str):
+            bad(f"{k!r} must be a string, got {rec.get(k)!r}")
+    if not _NAME.match(rec["name"]):
+        bad(f"name must look like method/experiment, got {rec['name']!r}")
+    for k, tp in (
+        ("claims", list),
+        ("metrics", dict),
+        ("tables", dict),
+        ("figures", list),
+        ("machine", dict),
+        ("versions", dict),
+        ("config", dict),
+        ("overrides", dict),
+    ):
+        if k in rec and not isinstance(rec[k], tp):
+            bad(
+                f"{k!r} must be a JSON {'array' if tp is list else 'object'}, got {type(rec[k]).__name__}"
+            )
+    for k in ("summary", "notes", "command", "preset", "git_commit", "needs_gpu"):
+        if rec.get(k) is not None and not isinstance(rec[k], str):
+            bad(f"{k!r} must be a string, got {type(rec[k]).__name__}")
+    if "wall_time_s" in rec and (
+        isinstance(rec["wall_time_s"], bool) or not isinstance(rec["wall_time_s"], _NUM)
+    ):
+        bad(f"'wall_time_s' must be a number, got {rec['wall_time_s']!r}")
+    verdicts = {v.value for v in Verdict}
+    for i, c in enumerate(rec.get("claims", [])):
+        if not isinstance(c, dict):
+            bad(f"claims[{i}] must be an object, got {type(c).__name__}")
+        for k in ("statement", "measured"):
+            if not isinstance(c.get(k, c.get("paper") if k == "statement" else None), str):
+                bad(f"claims[{i}].{k} must be a string")
+        if c.get("verdict") not in verdicts:
+            bad(f"claims[{i}].verdict must be one of {sorted(verdicts)}, got {c.get('verdict')!r}")
+        for k in ("effect", "noise", "margin"):  # NaN/inf are stored as strings
+            v = c.get(k)
+            if k in c and not (
+                (isinstance(v, _NUM) and not isinstance(v, bool)) or v in ("nan", "inf", "-inf")
+            ):
+                bad(f"claims[{i}].{k} must be a number, got {v!r}")
+        for k in ("key", "source", "unit", "noise_from", "note", "sense"):
+            if c.get(k) is not None and not isinstance(c[k], str):
+                bad(f"claims[{i}].{k} must be a string, got {type(c[k]).__name__}")
+    for name, rows in rec.get("tables", {}).items():
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            bad(f"table {name!r} must be an array of objects")
+    for i, fig in enumerate(rec.get("figures", [])):
+        if not isinstance(fig, str) or not fig:
+            bad(f"figures[{i}] must be a file name, got {fig!r}")
+        pp = Path(fig)
+        if pp.is_absolute() or ".." in pp.parts or "\\" in fig:
+            bad(f"figures[{i}] must be a path inside the run folder, got {fig!r}")
+    return rec
+
+
+def make_run_dir(parent: Path) -> Path:
+    """Create a new, empty run folder ``parent/<UTC stamp>[-k]`` atomically: two runs
+    started together into one ``--out`` each get their own. Raises ConfigError when
+    ``parent`` cannot hold folders (a file on the way, no permission)."""
+    parent = Path(parent)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for k in range(10_000):
+            run_dir = parent / (stamp if k == 0 else f"{stamp}-{k}")
+            try:
+                run_dir.mkdir()
+                return run_dir
+            except FileExistsError:
+                continue
+    except FileExistsError:
+        raise ConfigError(
+            f"cannot create run folders under {parent}: a file is in the way"
+        ) from None
+    except NotADirectoryError:
+        raise ConfigError(
+            f"cannot create run folders under {parent}: a file is in the way"
+        ) from None
+    except PermissionError:
+        raise ConfigError(f"cannot create run folders under {parent}: permission denied") from None
+    except OSError as e:
+        raise ConfigError(f"cannot create run folders under {parent}: {e.strerror or e}") from None
+    raise ConfigError(f"{parent}: 10000 runs started in one second; pick another --out")
+
+
+def _write_failure(run_dir, name, preset, seed, cfg, cmd, exc, seconds) -> None:
+    """``failure.json`` in the run folder: what ran, where, and how it ended."""
+    import traceback
+
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    record = {
+        "name": name,
+        "status": "interrupted" if interrupted else "failed",
+        "preset": preset,
+        "seed": seed,
+        "config": _jsonable(cfg),
+        "command": cmd,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": round(seconds, 2),
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[
+            -20000:
+        ],
+        "git_commit": git_commit(),
+    }
+    with contextlib.suppress(OSError):
+        atomic_write_text(Path(run_dir) / "failure.json", json.dumps(record, indent=2))
+
+
 def run_experiment(
     name: str,
     preset: str = "quick",
@@ -664,38 +791,40 @@ def run_experiment(
     world = int(os.environ.get("WORLD_SIZE", "1"))
     main = int(os.environ.get("RANK", "0")) == 0
     scratch = None
-    if main:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(out) / name / stamp
-        k = 1
-        while run_dir.exists():
-            run_dir = Path(out) / name / f"{stamp}-{k}"
-            k += 1
-        run_dir.mkdir(parents=True)
-    else:
-        scratch = tempfile.TemporaryDirectory(prefix="tenfold-rank-")
-        run_dir, progress = Path(scratch.name), False
-    ctx = RunContext(run_dir, seed, preset, progress)
-    t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        result = exp.fn(cfg, ctx)
-    wall = time.perf_counter() - t0
-    if not isinstance(result, Result):
-        raise TypeError(f"{name} returned {type(result).__name__}, not Result")
-    keys = [c.key for c in result.claims]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"{name}: claim keys must be unique, got {keys}")
-    result.figures = list(dict.fromkeys(result.figures + ctx._figures))
-    if scratch is not None:
-        scratch.cleanup()
-        return result, run_dir
     launcher = f"torchrun --nproc-per-node {world} -m tenfold " if world > 1 else "tenfold "
     cmd = (
         launcher
         + exp.command(preset).removeprefix("tenfold ")
         + "".join(f" --set {k}={_cli_value(v)}" for k, v in (overrides or {}).items())
+        + (f" --seed {seed}" if seed else "")
     )
+    if main:
+        run_dir = make_run_dir(Path(out) / name)
+    else:
+        scratch = tempfile.TemporaryDirectory(prefix="tenfold-rank-")
+        run_dir, progress = Path(scratch.name), False
+    ctx = RunContext(run_dir, seed, preset, progress)
+    t0 = time.perf_counter()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            result = exp.fn(cfg, ctx)
+        if not isinstance(result, Result):
+            raise TypeError(f"{name} returned {type(result).__name__}, not Result")
+        keys = [c.key for c in result.claims]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{name}: claim keys must be unique, got {keys}")
+    except BaseException as e:  # a failed or interrupted run still leaves a record
+        if main:
+            _write_failure(run_dir, name, preset, seed, cfg, cmd, e, time.perf_counter() - t0)
+        raise
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    wall = time.perf_counter() - t0
+    result.figures = list(dict.fromkeys(result.figures + ctx._figures))
+    if scratch is not None:
+        return result, run_dir
     record = {
         "name": name,
         "method": exp.method,
@@ -705,7 +834,7 @@ def run_experiment(
         "seed": seed,
         "config": _jsonable(cfg),
         "overrides": _jsonable(overrides or {}),
-        "command": cmd + (f" --seed {seed}" if seed else ""),
+        "command": cmd,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(wall, 2),
         "processes": world,

@@ -211,11 +211,29 @@ def spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _unlike(tensors: dict[str, Tensor], like: dict[str, Tensor] | None) -> str | None:
+    """Why ``tensors`` cannot stand in for ``like`` (None: they can)."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        return f"hold non-finite values in {bad[:3]}"
+    if like is None:
+        return None
+    if set(tensors) != set(like):
+        miss, extra = sorted(set(like) - set(tensors)), sorted(set(tensors) - set(like))
+        return f"do not match the model: missing {miss[:3]}, unexpected {extra[:3]}"
+    for k, v in like.items():
+        t = tensors[k]
+        if t.shape != v.shape or t.dtype != v.dtype:
+            return f"do not match the model at {k}: {tuple(t.shape)} {t.dtype}, expected {tuple(v.shape)} {v.dtype}"
+    return None
+
+
 def cached_state(
     namespace: str,
     spec: dict[str, Any],
     build: Callable[[], dict[str, Tensor]],
     name: str = "state",
+    like: dict[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """The tensors ``build()`` returns (a model's state dict, say), built once and cached as
     ``<cache_dir>/<namespace>/<name>-<hash of spec>.safetensors``.
@@ -223,7 +241,9 @@ def cached_state(
     ``spec`` must hold everything the tensors depend on (sizes, steps, seed, a version
     number bumped when the building code changes). The file is a checked checkpoint whose
     metadata repeats the spec: a damaged file, or one whose spec differs, is rebuilt and
-    replaced with a warning, never loaded.
+    replaced with a warning, never loaded. ``like`` (a model's ``state_dict()``): the file
+    must also hold exactly its keys with the same shapes and dtypes, and only finite
+    floating-point values, or it is rebuilt.
     """
     if not namespace or "/" in namespace or namespace.startswith("."):
         raise ValueError(f"namespace must be a plain folder name, got {namespace!r}")
@@ -232,14 +252,19 @@ def cached_state(
     if path.exists():
         try:
             tensors, meta = load_tensors(path)
-            if meta == spec:
+            problem = None if meta == spec else f"its spec {meta} is not {spec}"
+            problem = problem or _unlike(tensors, like)
+            if problem is None:
                 return tensors
-            log.warning("rebuilding %s: its spec %s is not %s", path, meta, spec)
+            log.warning("rebuilding %s: %s", path, problem)
         except CheckpointError as e:
             log.warning("rebuilding %s: %s", path, e)
     state = build()
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise TypeError(f"cached_state: build() must return a dict of tensors, got {type(state)}")
+    problem = _unlike(state, like)
+    if problem is not None:
+        raise ValueError(f"cached_state({namespace!r}): build() returned tensors that {problem}")
     state = {k: v.detach().clone() for k, v in state.items()}
     save_tensors(path, state, spec)
     return state

@@ -11,14 +11,17 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 import re
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .experiment import all_methods, evidence_line, registry
+from .experiment import all_methods, check_result, evidence_line, registry
 from .io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "collect_results",
@@ -85,10 +88,15 @@ def collect_results(runs: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
     skipped: list[str] = []
     for f in sorted(Path(runs).rglob("result.json")):
         try:
-            rec = json.loads(f.read_text())
+            rec = check_result(json.loads(f.read_text()), str(f))
             name, created = rec["name"], rec["created"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            skipped.append(f"{f}: {e}")
+        except ValueError as e:  # a malformed file (JSONDecodeError is a ValueError too)
+            log.warning("skipping %s", e)
+            skipped.append(str(e) if str(e).startswith(str(f)) else f"{f}: {e}")
+            continue
+        except OSError as e:
+            log.warning("skipping %s: %s", f, e)
+            skipped.append(f"{f}: {e.strerror or e}")
             continue
         rec["_dir"] = f.parent
         cur = latest.get(name)
@@ -138,9 +146,12 @@ def _experiment_html(rec: dict[str, Any]) -> str:
     metrics = rec.get("metrics", {})
     if metrics:
         parts.append(_table([{"metric": k, "value": v} for k, v in metrics.items()]))
+    base = Path(rec["_dir"]).resolve()
     for fig in rec.get("figures", []):
-        p = rec["_dir"] / fig
-        if p.is_file():
+        p = (rec["_dir"] / fig).resolve()
+        if not p.is_relative_to(base):  # a link out of the run folder: never embedded
+            parts.append(f"<p class=muted>figure {_e(fig)} lies outside its run folder</p>")
+        elif p.is_file():
             data = base64.b64encode(p.read_bytes()).decode()
             parts.append(f"<div><img alt='{_e(fig)}' src='data:image/png;base64,{data}'></div>")
         else:
@@ -170,7 +181,27 @@ def _experiment_html(rec: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def render_report(results: dict[str, dict[str, Any]], skipped: list[str] | None = None) -> str:
+def collect_failures(runs: Path) -> list[str]:
+    """One line per run that failed or was interrupted (its ``failure.json``)."""
+    out = []
+    for f in sorted(Path(runs).rglob("failure.json")):
+        if (f.parent / "result.json").exists():
+            continue
+        try:
+            rec = json.loads(f.read_text())
+            out.append(
+                f"{rec['name']} ({rec['status']}, {rec['created']}): {rec['error']} [{f.parent}]"
+            )
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            out.append(f"{f}: unreadable failure record: {e}")
+    return out
+
+
+def render_report(
+    results: dict[str, dict[str, Any]],
+    skipped: list[str] | None = None,
+    failures: list[str] | None = None,
+) -> str:
     reg = registry()
     by_method: dict[str, list[dict[str, Any]]] = {}
     for rec in results.values():
@@ -214,6 +245,12 @@ def render_report(results: dict[str, dict[str, Any]], skipped: list[str] | None 
             continue
         out.append(f"<h2 id='{m.key}'>{_e(m.key)}: {_e(m.title)}</h2>")
         out.extend(_experiment_html(r) for r in recs)
+    if failures:
+        out.append(
+            "<h2>failed or interrupted runs</h2><ul>"
+            + "".join(f"<li>{_e(s)}</li>" for s in failures)
+            + "</ul>"
+        )
     if skipped:
         out.append(
             "<h2>unreadable result files</h2><ul>"
@@ -226,8 +263,11 @@ def render_report(results: dict[str, dict[str, Any]], skipped: list[str] | None 
 
 def write_report(runs: Path, out_dir: Path) -> Path:
     results, skipped = collect_results(runs)
-    path = Path(out_dir) / "index.html"
-    atomic_write_text(path, render_report(results, skipped))
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"the report folder {out_dir} is a file; give a folder with -o")
+    path = out_dir / "index.html"
+    atomic_write_text(path, render_report(results, skipped, collect_failures(runs)))
     return path
 
 
@@ -303,7 +343,7 @@ def render_block(spec: str, root: Path) -> str:
     f = Path(root) / path
     try:
         text = f.read_text()
-        rec = None if what == "csv" else json.loads(text)
+        rec = None if what == "csv" else check_result(json.loads(text), path)
     except (OSError, ValueError) as e:
         raise ValueError(f"results block {spec!r}: cannot read {f}: {e}") from None
     cols = opts["cols"].split(",") if "cols" in opts else None

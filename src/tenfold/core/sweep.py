@@ -48,8 +48,12 @@ def default_workers() -> int:
 
 
 def _init_worker(threads: int) -> None:
+    import signal
+
     import torch
 
+    # Ctrl-C is the parent's to handle: it keeps the finished points and stops the workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
 
 
@@ -67,6 +71,20 @@ def _load(path: Path, point: dict) -> dict | None:
     if rec.get("point") != json.loads(json.dumps(point)):
         return None
     return rec
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and terminate the workers (a point in progress is lost;
+    it reruns next time), so that Ctrl-C returns within seconds."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
 
 
 def run_sweep(
@@ -121,20 +139,25 @@ def run_sweep(
                 finish(i, out, secs)
         elif todo:
             threads = max(1, (os.cpu_count() or 1) // workers)
-            with ProcessPoolExecutor(
+            pool = ProcessPoolExecutor(
                 workers,
                 mp_context=mp.get_context("spawn"),
                 initializer=_init_worker,
                 initargs=(threads,),
-            ) as pool:
-                futs = {pool.submit(_run_one, fn, points[i]): i for i in todo}
-                try:
-                    for fut in as_completed(futs):
-                        out, secs = fut.result()
-                        finish(futs[fut], out, secs)
-                except BaseException:  # a failed point or Ctrl-C: keep what finished, stop
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+            )
+            futs = {pool.submit(_run_one, fn, points[i]): i for i in todo}
+            try:
+                for fut in as_completed(futs):
+                    out, secs = fut.result()
+                    finish(futs[fut], out, secs)
+            except BaseException:  # a failed point or Ctrl-C: keep what finished, stop now
+                for fut, i in futs.items():  # points done but not yet written are kept
+                    done = i not in records and fut.done() and not fut.cancelled()
+                    if done and fut.exception() is None:
+                        finish(i, *fut.result())
+                _stop(pool)
+                raise
+            pool.shutdown(wait=True)
     finally:
         if bar is not None:
             bar.close()

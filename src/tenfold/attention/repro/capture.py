@@ -86,7 +86,7 @@ def _dit(cfg, seed: int, progress: bool):
         seed=seed,
         v=POINT_VERSION,
     )
-    net.load_state_dict(cached_state("attention", spec, build, name="dit"))
+    net.load_state_dict(cached_state("attention", spec, build, name="dit", like=net.state_dict()))
     return net, task, train
 
 

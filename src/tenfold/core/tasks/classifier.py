@@ -93,10 +93,14 @@ def digits_classifier(size: int = 8) -> tuple[DigitsClassifier, float]:
     :func:`tenfold.core.io.cached_state`; a damaged cache file is retrained and replaced.
     """
     spec = dict(model="digits-classifier", version=_CLASSIFIER_VERSION, size=size, seed=0)
-    state = cached_state(
-        "digits-classifier", spec, lambda: _train_classifier(size).state_dict(), name="cnn"
-    )
     net = DigitsClassifier(size)
+    state = cached_state(
+        "digits-classifier",
+        spec,
+        lambda: _train_classifier(size).state_dict(),
+        name="cnn",
+        like=net.state_dict(),
+    )
     net.load_state_dict(state)
     net.eval()
     va = load_digits("val", size)

@@ -228,7 +228,9 @@ def pretrained_lm(spec: LMRunSpec, base, namespace: str, version: int, progress=
         lm_trainer(model, base.train, spec, spec.pretrain_steps, progress=progress).fit()
         return model.state_dict()
 
-    return cached_state(namespace, key, build, name="pretrained")
+    with torch.random.fork_rng(devices=[]):  # the template must not move the caller's RNG
+        like = build_lm(spec, base.vocab_size).state_dict()  # what a sound cache file holds
+    return cached_state(namespace, key, build, name="pretrained", like=like)
 
 
 def setup_run(spec: LMRunSpec, namespace: str, version: int):
