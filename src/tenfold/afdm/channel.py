@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.validate import check_array, check_int, check_number
 from .modem import AFDMParams, add_prefix, daft, idaft, remove_prefix
 
 __all__ = [
@@ -35,7 +36,16 @@ class Paths:
     dopplers: np.ndarray
 
     def __post_init__(self):
-        g, d, v = (np.atleast_1d(np.asarray(a)) for a in (self.gains, self.delays, self.dopplers))
+        g, d, v = (
+            np.atleast_1d(check_array(n, a))
+            for n, a in (
+                ("gains", self.gains),
+                ("delays", self.delays),
+                ("dopplers", self.dopplers),
+            )
+        )
+        if np.iscomplexobj(d) or np.iscomplexobj(v):
+            raise ValueError("delays and dopplers must be real")
         if not (g.shape == d.shape == v.shape) or g.ndim != 1:
             raise ValueError(
                 f"gains, delays and dopplers must be 1-D of one length; got {g.shape}, "
@@ -68,7 +78,13 @@ class Paths:
 def doppler_from_speed(speed_kmh: float, carrier_hz: float, subcarrier_hz: float) -> float:
     """Maximum Doppler of a user moving at ``speed_kmh``, in subcarrier spacings:
     ``v f_c / c / delta_f``."""
-    return speed_kmh / 3.6 * carrier_hz / C_LIGHT / subcarrier_hz
+    check_number("speed_kmh", speed_kmh, ">=0")
+    check_number("carrier_hz", carrier_hz, ">0")
+    check_number("subcarrier_hz", subcarrier_hz, ">0")
+    nu = speed_kmh / 3.6 * carrier_hz / C_LIGHT / subcarrier_hz
+    if not math.isfinite(nu):
+        raise ValueError(f"the Doppler of {speed_kmh} km/h at {carrier_hz} Hz overflows")
+    return nu
 
 
 def random_paths(
@@ -82,7 +98,10 @@ def random_paths(
     equal average power (Rayleigh gains, total power 1) and Jakes Doppler
     ``max_doppler cos(theta)``, theta uniform (rounded to integers unless
     ``fractional_doppler``)."""
-    if n_paths < 1 or n_paths > max_delay + 1:
+    n_paths = check_int("n_paths", n_paths, ">=1")
+    max_delay = check_int("max_delay", max_delay, ">=0")
+    check_number("max_doppler", max_doppler, ">=0")
+    if n_paths > max_delay + 1:
         raise ValueError(f"need 1 <= n_paths <= max_delay + 1, got {n_paths}, {max_delay}")
     delays = np.concatenate([[0], rng.choice(np.arange(1, max_delay + 1), n_paths - 1, False)])
     gains = (rng.standard_normal(n_paths) + 1j * rng.standard_normal(n_paths)) / np.sqrt(
@@ -99,7 +118,14 @@ def apply_channel(s_ext: np.ndarray, paths: Paths, p: AFDMParams, sinc_span: int
     ``r[n] = sum_i h_i exp(-j 2 pi nu_i n / N) s[n - l_i]`` with n counted from the frame's
     first sample after the prefix. Raises when a tap's delay exceeds the prefix (the
     receiver would see inter-frame interference, i.e. wrong bits)."""
-    G, L, V = paths.taps(sinc_span)
+    if not isinstance(paths, Paths):
+        raise TypeError(f"paths must be a Paths, got {type(paths).__name__}")
+    s_ext = np.asarray(s_ext)
+    if s_ext.ndim < 1 or s_ext.shape[-1] != p.cp_len + p.N:
+        raise ValueError(
+            f"frames must be (..., cp_len + N = {p.cp_len + p.N}), got shape {s_ext.shape}"
+        )
+    G, L, V = paths.taps(check_int("sinc_span", sinc_span, ">=1"))
     if L.max() > p.cp_len:
         raise ValueError(
             f"a path delay ({int(L.max())} samples, with the fractional-delay taps) exceeds "
@@ -135,8 +161,13 @@ def near_field_response(
     (m) and angle ``theta`` (rad from broadside), spherical wavefront:
     ``a_m = exp(-j 2 pi f (r_m - r) / c) / sqrt(M)``, ``r_m = sqrt(r^2 + d_m^2 - 2 r d_m
     sin theta)``. r, theta (...,) -> (..., M)."""
-    r = np.asarray(r, dtype=np.float64)[..., None]
-    th = np.asarray(theta, dtype=np.float64)[..., None]
+    check_int("M", M, ">=1")
+    check_number("freq", freq, ">0")
+    check_number("spacing", spacing, ">0")
+    r = check_array("r", r).astype(np.float64)[..., None]
+    th = check_array("theta", theta).astype(np.float64)[..., None]
+    if (r <= 0).any():
+        raise ValueError("distances r must be > 0 (metres from the array centre)")
     d = (np.arange(M) - (M - 1) / 2) * spacing
     rm = np.sqrt(r**2 + d**2 - 2 * r * d * np.sin(th))
     return np.exp(-2j * np.pi * freq * (rm - r) / C_LIGHT) / np.sqrt(M)
@@ -155,8 +186,11 @@ def xlmimo_channel(
     With ``visibility`` (0..1] each user sees only a contiguous region of that fraction of
     the array (spatial non-stationarity); the rest of its row is 0 and the row is
     renormalised to unit norm. Returns (H (K, M), user positions (K, 2) as (r, theta))."""
-    if M < 1 or K < 1:
-        raise ValueError(f"M and K must be >= 1, got {M}, {K}")
+    M, K = check_int("M", M, ">=1"), check_int("K", K, ">=1")
+    check_number("carrier_hz", carrier_hz, ">0")
+    lo, hi = (check_number(f"r_range[{i}]", v, ">0") for i, v in enumerate(tuple(r_range)))
+    if lo > hi:
+        raise ValueError(f"r_range must be (near, far) with near <= far, got {r_range}")
     lam = C_LIGHT / carrier_hz
     r = rng.uniform(*r_range, K)
     th = rng.uniform(-np.pi / 3, np.pi / 3, K)

@@ -12,6 +12,7 @@ import numpy as np
 from scipy.special import erfc
 from scipy.stats import norm
 
+from ..core.validate import check_array, check_int, check_number
 from .channel import Paths, apply_channel, effective_matrix, random_paths
 from .modem import (
     AFDMParams,
@@ -33,7 +34,7 @@ def _q(x):
 
 def ber_awgn(M: int, esn0_db: float | np.ndarray) -> np.ndarray:
     """Exact bit error rate of Gray-mapped QPSK (M=4) or 16-QAM (M=16) on AWGN at Es/N0."""
-    g = 10 ** (np.asarray(esn0_db, dtype=np.float64) / 10)
+    g = 10 ** (check_array("esn0_db", esn0_db).astype(np.float64) / 10)
     if M == 4:
         return _q(np.sqrt(g))
     if M == 16:
@@ -44,6 +45,10 @@ def ber_awgn(M: int, esn0_db: float | np.ndarray) -> np.ndarray:
 
 def wilson(errors: int, n: int, conf: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion."""
+    n, errors = check_int("n", n, ">=0"), check_int("errors", errors, ">=0")
+    check_number("conf", conf, "(0,1)")
+    if errors > n:
+        raise ValueError(f"errors ({errors}) cannot exceed the trials ({n})")
     if n == 0:
         return 0.0, 1.0
     z = norm.ppf(0.5 + conf / 2)
@@ -73,6 +78,12 @@ def receive_frame(r: np.ndarray, p: AFDMParams) -> np.ndarray:
     return daft(remove_prefix(r, p), p.c1, p.c2)
 
 
+def _check_budget(target_errors, max_frames, min_frames) -> None:
+    check_int("target_errors", target_errors, ">=1")
+    if check_int("max_frames", max_frames, ">=1") < check_int("min_frames", min_frames, ">=0"):
+        raise ValueError(f"max_frames ({max_frames}) must be >= min_frames ({min_frames})")
+
+
 def simulate_ber(
     p: AFDMParams,
     M: int,
@@ -90,10 +101,17 @@ def simulate_ber(
     ``target_errors`` bit errors (and ``min_frames``) or ``max_frames``. Each frame draws
     its channel from ``channel(rng)``; the receiver knows it (perfect CSI) and detects by
     LMMSE in the DAFT domain."""
-    if not 2 <= M <= 256:
-        raise ValueError(f"M must be a QAM order in 4..256, got {M}")
+    M = check_int("M", M)
+    if M not in (4, 16, 64, 256):
+        raise ValueError(f"M must be a QAM order (4, 16, 64, 256), got {M}")
     k = int(round(math.log2(M)))
-    nv = 10 ** (-esn0_db / 10)
+    nv = 10 ** (-check_number("esn0_db", esn0_db, "[-100,200]") / 10)
+    _check_budget(target_errors, max_frames, min_frames)
+    check_int("batch", batch, ">=1")
+    if sparse_tol is not None:
+        check_number("sparse_tol", sparse_tol, "(0,1)")
+    if not callable(channel):
+        raise TypeError("channel must be a function rng -> Paths")
     errors = bits = frames = 0
     while frames < max_frames and (errors < target_errors or frames < min_frames):
         nb = min(batch, max_frames - frames)
@@ -143,8 +161,19 @@ def simulate_mu_ber(
     ``(H W)_kk`` and detects by LMMSE; residual multi-user interference is not known to it."""
     from .channel import xlmimo_channel
 
+    M_qam = check_int("M_qam", M_qam)
+    if M_qam not in (4, 16, 64, 256):
+        raise ValueError(f"M_qam must be a QAM order (4, 16, 64, 256), got {M_qam}")
     k_bits = int(round(math.log2(M_qam)))
-    nv = 10 ** (-esn0_db / 10)
+    nv = 10 ** (-check_number("esn0_db", esn0_db, "[-100,200]") / 10)
+    _check_budget(target_errors, max_frames, min_frames)
+    n_users = check_int("n_users", n_users, ">=1")
+    if check_int("n_antennas", n_antennas, ">=1") < n_users:
+        raise ValueError(f"n_antennas ({n_antennas}) must be >= n_users ({n_users})")
+    check_number("max_doppler", max_doppler, ">=0")
+    check_int("n_paths", n_paths, ">=1"), check_int("max_delay", max_delay, ">=0")
+    if not callable(precoder):
+        raise TypeError("precoder must be a function (H, xi, rng) -> W")
     K = n_users
     errors = bits = frames = 0
     while frames < max_frames and (errors < target_errors or frames < min_frames):

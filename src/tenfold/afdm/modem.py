@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.validate import check_config
+from ..core.validate import check_array, check_config, check_int, check_number
 
 __all__ = [
     "AFDMParams",
@@ -41,6 +41,9 @@ def _chirp(N: int, c: float) -> np.ndarray:
 def daft(x: np.ndarray, c1: float, c2: float) -> np.ndarray:
     """``A x`` along the last axis: chirp(c1), unitary FFT, chirp(c2)."""
     x = np.asarray(x)
+    check_number("c1", c1), check_number("c2", c2)
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"x must be (..., N) with N >= 1, got shape {x.shape}")
     N = x.shape[-1]
     return _chirp(N, c2) * np.fft.fft(_chirp(N, c1) * x, norm="ortho")
 
@@ -48,6 +51,9 @@ def daft(x: np.ndarray, c1: float, c2: float) -> np.ndarray:
 def idaft(y: np.ndarray, c1: float, c2: float) -> np.ndarray:
     """``A^H y`` along the last axis (the inverse: A is unitary)."""
     y = np.asarray(y)
+    check_number("c1", c1), check_number("c2", c2)
+    if y.ndim < 1 or y.shape[-1] < 1:
+        raise ValueError(f"y must be (..., N) with N >= 1, got shape {y.shape}")
     N = y.shape[-1]
     return np.conj(_chirp(N, c1)) * np.fft.ifft(np.conj(_chirp(N, c2)) * y, norm="ortho")
 
@@ -103,8 +109,13 @@ def afdm_params(
     its ceiling), and check that the paths separate in the DAFT domain:
     ``2 (alpha_max + k_nu) (max_delay + 1) + max_delay <= N``. ``c2`` defaults to
     ``1 / (N^2 pi)`` (irrational, small); the prefix to ``max_delay`` samples."""
-    if max_delay < 0 or max_doppler < 0 or k_nu < 0:
-        raise ValueError("max_delay, max_doppler and k_nu must be >= 0")
+    N = check_int("N", N, ">=2")
+    max_delay, k_nu = check_int("max_delay", max_delay, ">=0"), check_int("k_nu", k_nu, ">=0")
+    max_doppler = check_number("max_doppler", max_doppler, ">=0")
+    if c2 is not None:
+        check_number("c2", c2)
+    if cp_len is not None:
+        cp_len = check_int("cp_len", cp_len, ">=0")
     a = math.ceil(max_doppler)
     need = 2 * (a + k_nu) * (max_delay + 1) + max_delay
     if need > N:
@@ -121,7 +132,9 @@ def afdm_params(
 
 def ofdm_params(N: int, cp_len: int, max_delay: int = 0) -> AFDMParams:
     """OFDM as the AFDM special case ``c1 = c2 = 0`` (cyclic prefix)."""
-    return AFDMParams(N, 0.0, 0.0, cp_len, max_delay)
+    return AFDMParams(
+        check_int("N", N, ">=2"), 0.0, 0.0, check_int("cp_len", cp_len, ">=0"), max_delay
+    )
 
 
 def add_prefix(s: np.ndarray, p: AFDMParams) -> np.ndarray:
@@ -155,8 +168,9 @@ def _gray(n: int) -> np.ndarray:
 def qam_constellation(M: int) -> np.ndarray:
     """Gray-mapped square M-QAM (M = 4, 16, 64, 256) of unit average energy; index = the
     integer whose bits (MSB first) are the symbol's bits."""
+    M = check_int("M", M, ">=4")
     k = int(round(math.log2(M)))
-    if M < 4 or 2**k != M or k % 2:
+    if 2**k != M or k % 2:
         raise ValueError(f"M must be a square power of two >= 4 (4, 16, 64, 256), got {M}")
     m = 2 ** (k // 2)
     levels = 2 * np.arange(m) - (m - 1)  # -(m-1) .. m-1
@@ -171,8 +185,11 @@ def qam_constellation(M: int) -> np.ndarray:
 
 def qam_map(bits: np.ndarray, M: int) -> np.ndarray:
     """Bits (..., n * log2 M) of 0/1 -> symbols (..., n)."""
+    qam_constellation(M)  # checks M
     k = int(round(math.log2(M)))
-    bits = np.asarray(bits)
+    bits = check_array("bits", bits)
+    if bits.ndim < 1 or not np.isin(bits, (0, 1)).all():
+        raise ValueError("bits must be an array of 0s and 1s")
     if bits.shape[-1] % k:
         raise ValueError(f"the bit count {bits.shape[-1]} is not a multiple of log2(M) = {k}")
     b = bits.reshape(*bits.shape[:-1], -1, k).astype(np.int64)
@@ -195,6 +212,9 @@ def qam_llr(y: np.ndarray, M: int, noise_var: float | np.ndarray) -> np.ndarray:
     """Max-log LLRs log P(b=0)/P(b=1) -> (..., n * log2 M); positive means bit 0."""
     c = qam_constellation(M)
     k = int(round(math.log2(M)))
+    nvar = check_array("noise_var", noise_var)
+    if (nvar <= 0).any():
+        raise ValueError("noise_var must be > 0")
     d = np.abs(np.asarray(y)[..., None] - c) ** 2 / np.asarray(noise_var)[..., None]
     bits = _bits_of(np.arange(M)[None], k).reshape(M, k)
     out = []
@@ -222,7 +242,10 @@ def lmmse_detect(
     about O(N b^2) instead of O(N^3)."""
     H = np.asarray(H)
     y = np.asarray(y)
-    if H.shape[-1] != H.shape[-2] or H.shape[-1] != y.shape[-1]:
+    check_number("noise_var", noise_var, ">=0")
+    if sparse_tol is not None:
+        check_number("sparse_tol", sparse_tol, "(0,1)")
+    if H.ndim < 2 or y.ndim < 1 or H.shape[-1] != H.shape[-2] or H.shape[-1] != y.shape[-1]:
         raise ValueError(f"H must be (..., N, N) and y (..., N); got {H.shape} and {y.shape}")
     N = H.shape[-1]
     if sparse_tol is None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.validate import check_array, check_int, check_number
+
 __all__ = [
     "normalize_power",
     "rzf_direct_precode",
@@ -18,11 +20,10 @@ __all__ = [
 
 
 def _check(H: np.ndarray, xi: float) -> np.ndarray:
-    H = np.asarray(H)
+    H = check_array("H", H)
     if H.ndim < 2:
         raise ValueError(f"H must be (..., K, M), got shape {H.shape}")
-    if not xi >= 0:
-        raise ValueError(f"the regularisation xi must be >= 0, got {xi}")
+    check_number("the regularisation xi", xi, ">=0")
     return H.astype(np.complex128, copy=False)
 
 
@@ -62,8 +63,9 @@ def rzf_rka(
     residual ``||(H H^H + xi I) z - e|| / ||e||`` is below ``tol`` (checked every K steps).
     ``history`` collects (iteration, U) snapshots every K iterations when given."""
     H = _check(H, xi)
-    if iters < 0:
-        raise ValueError(f"iters must be >= 0, got {iters}")
+    iters = check_int("iters", iters, ">=1")
+    if tol is not None:
+        check_number("tol", tol, ">0")
     batch, (K, M) = H.shape[:-2], H.shape[-2:]
     Hb = H.reshape(-1, K, M)  # (F, K, M)
     F = Hb.shape[0]
@@ -103,6 +105,7 @@ def rka_convergence(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Relative error ``||W_rka - W_direct||_F / ||W_direct||_F`` (mean over the batch)
     every K iterations of :func:`rzf_rka` -> (iterations, errors)."""
+    check_int("iters", iters, ">=1")
     W = rzf_direct(H, xi)
     hist: list = []
     rzf_rka(H, xi, iters, rng, history=hist)
@@ -118,6 +121,10 @@ def rka_convergence(
 
 def normalize_power(W: np.ndarray, total: float = 1.0) -> np.ndarray:
     """Scale each precoder (..., M, K) to Frobenius norm^2 = ``total`` (transmit power)."""
+    check_number("total", total, ">0")
+    W = check_array("W", W, finite=False)  # NaN in, NaN out
+    if W.ndim < 2:
+        raise ValueError(f"W must be (..., M, K), got shape {W.shape}")
     n = np.linalg.norm(W, axis=(-2, -1), keepdims=True)
     return W * np.sqrt(total) / np.where(n > 0, n, 1.0)
 
@@ -129,6 +136,7 @@ def rzf_flops(M: int, K: int, method: str, iters: int = 0, per: str = "vector") 
     subcarrier): direct = Gram ``K^2 M`` + Cholesky ``K^3 / 3`` + two triangular solves
     ``K^2`` + ``H^H z`` ``M K``; rKA = ``iters (2 M + 3)``. ``per="precoder"`` (the matrix
     W for K right-hand sides): direct = ``2 K^2 M + 4 K^3 / 3``; rKA = ``iters K (2 M + 3)``."""
+    check_int("M", M, ">=1"), check_int("K", K, ">=1"), check_int("iters", iters, ">=0")
     if per not in ("vector", "precoder"):
         raise ValueError(f"per must be 'vector' or 'precoder', got {per!r}")
     if method == "direct":
@@ -149,8 +157,9 @@ def rka_precode(
     the channel changes per subcarrier: cost iters x (2M + 3) per vector, against
     ``K^2 M`` and more for a direct precoder."""
     H = _check(H, xi)
+    iters = check_int("iters", iters, ">=1")
     K, M = H.shape[-2:]
-    s = np.asarray(s, dtype=np.complex128)
+    s = check_array("s", s).astype(np.complex128)
     if s.shape[-1] != K:
         raise ValueError(f"s must be (..., K={K}), got {s.shape}")
     batch = np.broadcast_shapes(H.shape[:-2], s.shape[:-1])

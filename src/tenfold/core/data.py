@@ -20,6 +20,7 @@ import hashlib
 import logging
 import math
 import os
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,11 +135,33 @@ def load_image_npz(path: str | os.PathLike, size: int | None = None) -> ImageDat
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    with np.load(path, allow_pickle=False) as z:
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 2):
+        raise ValueError(f"size must be an integer >= 2 or None, got {size!r}")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(
+            f"{path}: not a readable .npz file (truncated or corrupted?): {e}"
+        ) from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"{path}: is a single .npy array, not an .npz with 'images' and 'labels' "
+            "(np.savez(path, images=..., labels=...))"
+        )
+    with z:
         missing = {"images", "labels"} - set(z.files)
         if missing:
             raise ValueError(f"{path}: missing arrays {sorted(missing)} (found {z.files})")
-        imgs, labels = z["images"], z["labels"]
+        try:
+            imgs, labels = z["images"], z["labels"]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{path}: an array cannot be read (truncated?): {e}") from None
+    if imgs.dtype.kind not in "uif" or labels.dtype.kind not in "ui":
+        raise ValueError(
+            f"{path}: images must be numbers and labels integers, got {imgs.dtype}, {labels.dtype}"
+        )
+    if imgs.shape[:1] == (0,):
+        raise ValueError(f"{path}: holds no images")
     if imgs.ndim == 3:
         imgs = imgs[:, None]
     if imgs.ndim != 4 or imgs.shape[-1] != imgs.shape[-2]:
@@ -148,6 +171,8 @@ def load_image_npz(path: str | os.PathLike, size: int | None = None) -> ImageDat
     x = imgs.astype(np.float32) / (255.0 if imgs.dtype == np.uint8 else 1.0)
     if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise ValueError(f"{path}: image values must lie in [0, 1] (floats) or [0, 255] (uint8)")
+    if labels.min() < 0:
+        raise ValueError(f"{path}: labels must be >= 0, got {int(labels.min())}")
     t = torch.from_numpy(x * 2 - 1)
     if size is not None:
         t = _resize(t, size)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..core.validate import check_config
+from ..core.validate import check_config, check_number
 
 __all__ = [
     "MuPConfig",
@@ -217,6 +217,11 @@ def param_table(
             f"the model's parameters differ in name from the base model's ({missing}): its "
             "structure must not depend on width"
         )
+    if all(bshapes[n] == dshapes[n] for n in bshapes):
+        raise ValueError(
+            "base and delta have the same shapes, so no dimension is found to grow with width "
+            "and muP would change nothing: build delta at another width than base"
+        )
     owners = _owners(model)
     rows = []
     for name, shape in shapes.items():
@@ -397,8 +402,13 @@ def parametrize_(
     ``lr`` is the learning rate tuned at the base width. Raises ``ValueError`` for a base
     width that is not a whole number of heads or is wider than the model.
     """
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    check_number("lr", lr, ">0")
+    check_number("eps", eps, ">0")
+    check_number("weight_decay", weight_decay, ">=0")
+    if len(tuple(betas)) != 2:
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+    for i, b in enumerate(betas):
+        check_number(f"betas[{i}]", b, "[0,1)")
     inner = unwrap(model)
     table = param_table(inner, config, base=base, delta=delta)
     _swap_readouts(inner, table, config)
