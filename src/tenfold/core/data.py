@@ -139,7 +139,7 @@ def load_image_npz(path: str | os.PathLike, size: int | None = None) -> ImageDat
         raise ValueError(f"size must be an integer >= 2 or None, got {size!r}")
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(
             f"{path}: not a readable .npz file (truncated or corrupted?): {e}"
         ) from None
@@ -403,6 +403,8 @@ def load_text_corpus(
             text = f.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise ValueError(f"{f} is not UTF-8 text ({e}); pass text files only") from None
+        except OSError as e:
+            raise ValueError(f"{f}: cannot read: {e.strerror or e}") from None
         if not text.strip():
             continue
         docs.append(text)
