@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.models import set_attention_fn
-from ..core.validate import check_config
+from ..core.validate import check_config, check_number
 from . import _ref
 from ._ref import VARIANTS, Numerics
 
@@ -215,6 +215,12 @@ def sageattn(
         raise ValueError(f"query heads ({H}) must be a multiple of key/value heads ({k.shape[1]})")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"query, key, value dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
+    for name, t in (("query", q), ("key", k), ("value", v)):
+        if t.numel() == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
+    if scale is not None:
+        check_number("scale", scale, ">0")
+    check_number("dropout_p", dropout_p, "[0,1]")
     if causal_align not in ("bottom_right", "top_left"):
         raise ValueError(f"causal_align={causal_align!r}: 'bottom_right' or 'top_left'")
     if is_causal and attn_mask is not None:

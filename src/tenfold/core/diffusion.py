@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .validate import check_config
+from .validate import check_config, check_int, check_number, check_tensor
 
 __all__ = [
     "EDMConfig",
@@ -102,6 +102,7 @@ def sample_sigma(
     n: int, cfg: EDMConfig, generator: torch.Generator | None = None, device=None
 ) -> Tensor:
     """Training noise levels: ln(sigma) ~ N(P_mean, P_std^2) -> (n,)."""
+    check_int("n", n, ">=0")
     z = torch.randn(n, generator=generator, device=device)
     return (z * cfg.P_std + cfg.P_mean).exp()
 
@@ -128,8 +129,14 @@ def denoising_loss(
     weight and log-normal sigmas this is EDM's training loss; with an ELBO weighting it is the
     ELBO surrogate that DDO uses as a log-likelihood.
     """
+    check_tensor("x0", x0, floating=True)
+    check_tensor("sigma", sigma, ndim=1, floating=True)
     if noise.shape != x0.shape:
         raise ValueError(f"noise shape {tuple(noise.shape)} != data shape {tuple(x0.shape)}")
+    if sigma.shape[0] != x0.shape[0]:
+        raise ValueError(
+            f"sigma must be ({x0.shape[0]},), one per sample, got {tuple(sigma.shape)}"
+        )
     s = sigma.view(-1, *([1] * (x0.ndim - 1)))  # (B, 1, 1, 1)
     D = denoiser(x0 + s * noise, sigma, y)  # (B, C, H, W)
     if reduction not in ("mean", "sum"):
@@ -162,8 +169,12 @@ def karras_sigmas(
     n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0
 ) -> Tensor:
     """The EDM time discretisation, n levels from sigma_max down to sigma_min, then 0 -> (n+1,)."""
-    if n < 1:
-        raise ValueError(f"need at least one sampling step, got {n}")
+    check_int("num_steps", n, ">=1")
+    check_number("sigma_min", sigma_min, ">0")
+    check_number("sigma_max", sigma_max, ">0")
+    check_number("rho", rho, ">0")
+    if sigma_min >= sigma_max:
+        raise ValueError(f"need sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
     i = torch.arange(n, dtype=torch.float64)
     inv = 1.0 / rho
     denom = max(n - 1, 1)
@@ -192,6 +203,8 @@ def heun_sample(
     to one row of y for other conditioning, e.g. the token ids of the empty caption for y (B, L).
     Uses ``2 * num_steps - 1`` network evaluations (x2 with guidance).
     """
+    check_tensor("noise", noise, floating=True)
+    check_number("cfg_scale", cfg_scale)
     guided = cfg_scale != 1.0
     if guided and (y is None or null_label is None):
         raise ValueError("classifier-free guidance needs labels y and the model's null_label")

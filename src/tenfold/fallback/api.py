@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..core.validate import check_config
+from ..core.validate import check_config, check_tensor
 from . import _ref
 from ._ref import QTensor
 
@@ -349,6 +349,17 @@ def fallback_linear(
 ) -> Tensor:
     """``F.linear`` with its three GEMMs quantized as ``config`` says. x: (..., in)."""
     cfg = config or FallbackConfig()
+    if not isinstance(cfg, FallbackConfig):
+        raise TypeError(f"config must be a FallbackConfig, got {type(cfg).__name__}")
+    check_tensor("x", x, floating=True)
+    check_tensor("weight", weight, ndim=2, floating=True)
+    if x.ndim < 1:
+        raise ValueError("x must be (..., in_features), got a scalar")
+    if bias is not None and (not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],)):
+        raise ValueError(
+            f"bias must be ({weight.shape[0]},), got "
+            + (str(tuple(bias.shape)) if isinstance(bias, Tensor) else type(bias).__name__)
+        )
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"input has {x.shape[-1]} features but the weight expects {weight.shape[1]}"
