@@ -109,7 +109,7 @@ class TrainConfig:
         check_config(
             self,
             steps=">=1",
-            batch_size=">=1",
+            batch_size="[1,16777216]",
             lr=">0",
             weight_decay=">=0",
             betas="[0,1)",

@@ -164,7 +164,7 @@ class AccuracyConfig:
             lm_layers=">=1",
             lm_context=">=2",
             lm_steps=">=1",
-            capture_batch=">=1",
+            capture_batch="[1,1438]",
             synthetic_tokens=">=64",
             outlier_scale=">0",
             long_tokens=">=64",

@@ -50,7 +50,7 @@ class Train8bitConfig:
             n_heads=">=1",
             head_dim=">=1",
             block_size=">=1",
-            batch_size=">=1",
+            batch_size="[1,65536]",
             steps=">=1",
             lr=">0",
             pretrain_steps=">=1",

@@ -80,7 +80,7 @@ class DigitsDiffusionConfig:
             n_heads=">=1",
             image_size=(8, 16),
             steps=">=1",
-            batch_size=">=1",
+            batch_size="[1,1438]",  # the training digits
             lr=">0",
             warmup_steps=">=0",
             ema_decay="(0,1)",

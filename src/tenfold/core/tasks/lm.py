@@ -79,7 +79,7 @@ class LMRunSpec:
             n_layer=">=1",
             n_heads=">=1",
             head_dim=">=1",
-            batch_size=">=1",
+            batch_size="[1,65536]",
             lr=">0",
             steps=">=0",
             eval_every=">=0",

@@ -189,7 +189,7 @@ class FallbackRunConfig:
             n_heads=">=1",
             head_dim=">=1",
             block_size=">=2",
-            batch_size=">=1",
+            batch_size="[1,65536]",
             steps=">=1",
             lr=">0",
             eval_every=">=0",
@@ -230,6 +230,10 @@ class FinetuneConfig(FallbackRunConfig):
     steps: int = 300
     lr: float = 1e-3
     control: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_config(self, pretrain_steps=">=1", alternatives="empty unique")
 
 
 def _points(cfg, ctx: RunContext, extra: dict) -> list[dict]:

@@ -45,7 +45,7 @@ class CoordCheckConfig:
             depth=">=0",
             steps=">=1",
             seeds=">=1",
-            batch_size=">=1",
+            batch_size="[1,1438]",  # the training digits
             log2_lr="[-40,10]",
         )
         check_families(self.backbones)

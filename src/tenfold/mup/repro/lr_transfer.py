@@ -61,7 +61,7 @@ class LRTransferConfig:
             seeds=">=1",
             depth=">=1",
             steps=">=1",
-            batch_size=">=1",
+            batch_size="[1,1438]",  # the training digits
             transfer_steps=">=1",
             sp_lr=">0",
             curve_points=">=1",
