@@ -91,8 +91,9 @@ def collect_results(runs: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
             rec = check_result(json.loads(f.read_text()), str(f))
             name, created = rec["name"], rec["created"]
         except ValueError as e:  # a malformed file (JSONDecodeError is a ValueError too)
-            log.warning("skipping %s", e)
-            skipped.append(str(e) if str(e).startswith(str(f)) else f"{f}: {e}")
+            why = str(e) if str(e).startswith(str(f)) else f"{f}: {e}"
+            log.warning("skipping %s", why)
+            skipped.append(why)
             continue
         except OSError as e:
             log.warning("skipping %s: %s", f, e)
