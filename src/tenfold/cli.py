@@ -72,6 +72,12 @@ def cmd_run(args) -> int:
             plans.append((n, over))
     except ConfigError as e:
         return _fail(str(e))
+    try:  # where the runs go must be a folder we can write, before anything runs
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        return _fail(f"cannot create run folders under {args.out}: a file is in the way")
+    except OSError as e:
+        return _fail(f"cannot create run folders under {args.out}: {e.strerror or e}")
     failed = []
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     for n, over in plans:
