@@ -35,7 +35,10 @@ def run_cli(*args, cwd=None):
             ["run", "core/dit-digits", "--set", "steps=0"],
             "core/dit-digits: DigitsDiffusionConfig.steps must be >= 1, got 0",
         ),
-        (["run", "core/dit-digits", "--set", "image_size=12"], "image_size must be one of 8, 16, got 12"),
+        (
+            ["run", "core/dit-digits", "--set", "image_size=12"],
+            "image_size must be one of 8, 16, got 12",
+        ),
         (["run", "core/dit-digits", "--preset", "huge"], "unknown preset 'huge'"),
         (["run", "all", "--set", "steps=3"], "--set applies to one experiment"),
         (["report", "no-such-runs-dir"], "no runs folder"),

@@ -58,6 +58,8 @@ def cmd_run(args) -> int:
             names = list(registry())
         else:
             names = [args.name]
+        if not 0 <= args.seed < 2**63:
+            raise ConfigError(f"--seed must be in [0, 2^63), got {args.seed}")
         plans = []
         for n in names:
             exp = get(n)

@@ -69,7 +69,7 @@ def test_finetune_quick(tmp_path):
     [
         ({"schemes": ("int8_block",)}, "must include 'full'"),
         ({"schemes": ("full", "int4")}, "unknown scheme"),
-        ({"alternatives": ("fallback:median:3",)}, "FallbackRule"),
+        ({"alternatives": ("fallback:median:3",)}, "FallbackConfig.rule must be one of"),
         ({"block": (24, 32)}, "multiples of 16"),
         ({"steps": 0}, "steps must be >= 1"),
     ],

@@ -54,7 +54,7 @@ def test_lr_transfer_quick_and_resume(tmp_path):
     "values, msg",
     [
         ({"heads": (1, 2)}, "span less than 4x"),
-        ({"heads": (2, 1, 8)}, "increasing head counts"),
+        ({"heads": (2, 1, 8)}, "heads must be strictly increasing"),
         ({"log2_lrs": (-9.0, -8.0, -7.0)}, ">= 6 increasing values"),
         ({"backbones": ("dit", "unet")}, "unknown backbone 'unet'"),
         ({"steps": 0}, "steps must be >= 1"),

@@ -149,3 +149,9 @@ def test_a_real_subprocess_usage_error_has_no_traceback(tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "cfg_scale must be a number, got nan" in p.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**64)])
+def test_a_seed_out_of_range_is_a_usage_error(capsys, tmp_path, seed):
+    rc, _, err = _run(capsys, "run", "afdm/ber-mobility", "--seed", seed, "--out", str(tmp_path))
+    _assert_usage_error(rc, err, "--seed must be in [0, 2^63)")

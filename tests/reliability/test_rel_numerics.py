@@ -497,3 +497,94 @@ def test_mup_config_bad_values(kw, needle):
     with pytest.raises(ValueError) as e:
         MuPConfig(**kw)
     assert needle in str(e.value)
+
+
+# ---------------------------------------------------------------- trainer and environment
+
+
+def test_trainer_refuses_a_loss_that_is_not_a_tensor():
+    t = Trainer(
+        nn.Linear(2, 1),
+        lambda m, b, c: 1.0,
+        (torch.zeros(8, 2),),
+        TrainConfig(steps=2, batch_size=4, progress=False),
+    )
+    with pytest.raises(TypeError, match="scalar tensor, got float"):
+        t.fit()
+
+
+def test_trainer_stops_on_non_finite_gradients_with_a_finite_loss():
+    class Bad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * NAN
+
+    torch.manual_seed(0)
+    m = nn.Linear(2, 1)
+    t = Trainer(
+        m,
+        lambda m, b, c: Bad.apply(m(b[0])).pow(2).mean(),
+        (torch.randn(8, 2),),
+        TrainConfig(steps=3, batch_size=4, progress=False),
+    )
+    with pytest.raises(FloatingPointError, match="gradient norm is nan at step 0"):
+        t.fit()
+
+
+def test_trainer_checks_its_checkpoint_folder_at_construction(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="cannot create the checkpoint folder"):
+        Trainer(
+            nn.Linear(2, 1),
+            lambda m, b, c: m(b[0]).sum(),
+            (torch.zeros(8, 2),),
+            TrainConfig(progress=False, batch_size=4),
+            ckpt_dir=f,
+        )
+
+
+@pytest.mark.parametrize("env", ["abc", "0", "-2", "1.5"])
+def test_a_bad_worker_count_in_the_environment_is_named(monkeypatch, env):
+    from tenfold.core.sweep import default_workers
+
+    monkeypatch.setenv("TENFOLD_WORKERS", env)
+    with pytest.raises(ValueError, match="TENFOLD_WORKERS must be an integer >= 1"):
+        default_workers()
+
+
+def test_an_unwritable_cache_still_returns_what_was_built(monkeypatch, tmp_path, caplog):
+    from tenfold.core.io import cached_state
+
+    f = tmp_path / "cache-is-a-file"
+    f.write_text("x")
+    monkeypatch.setenv("TENFOLD_CACHE", str(f))
+    out = cached_state("ns", {"a": 1}, lambda: {"w": torch.ones(2)})
+    assert torch.equal(out["w"], torch.ones(2)) and "could not cache" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "mask, exc, needle",
+    [
+        (torch.zeros(1, 2, 16, 15, dtype=torch.bool), ValueError, "does not broadcast"),
+        (torch.zeros(16, 16, dtype=torch.long), TypeError, "bool or floating-point"),
+        ("causal", TypeError, "bool or floating-point"),
+    ],
+)
+def test_sageattn_bad_attn_mask(mask, exc, needle):
+    q = torch.randn(1, 2, 16, 64)
+    with pytest.raises(exc, match=needle):
+        sageattn(q, q, q, attn_mask=mask)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, True, 1.5])
+def test_run_experiment_refuses_a_seed_out_of_range(seed, tmp_path):
+    from tenfold.core.experiment import ConfigError, run_experiment
+
+    with pytest.raises(ConfigError, match="seed must be an integer"):
+        run_experiment("afdm/ber-mobility", "quick", seed=seed, out=tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -225,6 +225,18 @@ def sageattn(
         raise ValueError(f"causal_align={causal_align!r}: 'bottom_right' or 'top_left'")
     if is_causal and attn_mask is not None:
         raise ValueError("pass either attn_mask or is_causal, not both (as with SDPA)")
+    if attn_mask is not None:
+        if not isinstance(attn_mask, Tensor) or not (
+            attn_mask.dtype == torch.bool or attn_mask.is_floating_point()
+        ):
+            raise TypeError("attn_mask must be a bool or floating-point tensor (as with SDPA)")
+        try:
+            torch.broadcast_shapes(attn_mask.shape, (B, H, Tq, k.shape[-2]))
+        except RuntimeError:
+            raise ValueError(
+                f"attn_mask {tuple(attn_mask.shape)} does not broadcast to "
+                f"(B, H, Tq, Tk) = {(B, H, Tq, k.shape[-2])}"
+            ) from None
     causal = causal_align if is_causal else None
 
     def fallback(why: str) -> Tensor:

@@ -213,7 +213,8 @@ class Claim:
         ``margin`` is the threshold stated up front, ``sense`` the side the effect must be
         on. NaN values (a diverged run) give NaN effect and an inconclusive verdict unless
         the caller maps them to the value they stand for (e.g. an infinite loss gap)."""
-        vals = [float(values)] if isinstance(values, (int, float)) else [float(v) for v in values]
+        scalar = isinstance(values, (int, float)) or getattr(values, "ndim", None) == 0
+        vals = [float(values)] if scalar else [float(v) for v in values]
         if not vals:
             raise ValueError(f"claim {key!r}: no measured values")
         if len(vals) == 1 and noise is None:
@@ -547,7 +548,7 @@ def make_config(config_cls: type, values: dict[str, Any], where: str = "") -> An
             )
     try:
         return config_cls(**values)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ArithmeticError) as e:  # a check that overflows, too
         raise ConfigError(f"{where + ': ' if where else ''}{e}") from None
 
 
@@ -786,6 +787,8 @@ def run_experiment(
     exp = get(name)
     if preset not in exp.presets:
         raise ConfigError(f"unknown preset {preset!r} for {name}; choose {', '.join(exp.presets)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be an integer in [0, 2^63), got {seed!r}")
     values = {**exp.presets[preset], **(overrides or {})}
     cfg = make_config(exp.config_cls, values, where=name)
     world = int(os.environ.get("WORLD_SIZE", "1"))

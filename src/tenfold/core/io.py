@@ -266,5 +266,8 @@ def cached_state(
     if problem is not None:
         raise ValueError(f"cached_state({namespace!r}): build() returned tensors that {problem}")
     state = {k: v.detach().clone() for k, v in state.items()}
-    save_tensors(path, state, spec)
+    try:
+        save_tensors(path, state, spec)
+    except OSError as e:  # an unwritable cache costs a rebuild next time, not this run
+        log.warning("could not cache %s (%s); set TENFOLD_CACHE to a writable folder", path, e)
     return state

@@ -40,9 +40,12 @@ def default_workers() -> int:
     """One worker per core (at most 8); ``TENFOLD_WORKERS`` overrides."""
     env = os.environ.get("TENFOLD_WORKERS")
     if env:
-        n = int(env)
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
         if n < 1:
-            raise ValueError(f"TENFOLD_WORKERS must be >= 1, got {env}")
+            raise ValueError(f"TENFOLD_WORKERS must be an integer >= 1, got {env!r}")
         return n
     return max(1, min(8, os.cpu_count() or 1))
 

@@ -287,6 +287,14 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.ckpt_path = Path(ckpt_dir) / "last.safetensors" if ckpt_dir is not None else None
+        if self.ckpt_path is not None and self.rank == 0:
+            try:  # find out now, not at the first checkpoint, that the folder cannot be used
+                self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ValueError(
+                    f"ckpt_dir={ckpt_dir}: cannot create the checkpoint folder "
+                    f"({e.strerror or e}); give a writable folder"
+                ) from None
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.evals: list[dict[str, float]] = []
@@ -466,6 +474,8 @@ class Trainer:
             for g in self.optimizer.param_groups:
                 g["lr"] = g["initial_lr"] * f
             loss = self.loss_fn(self.ddp, batch, ctx)
+            if not isinstance(loss, Tensor):
+                raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}")
             if loss.ndim != 0:
                 raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
             if not torch.isfinite(loss):
@@ -479,6 +489,11 @@ class Trainer:
                 gnorm = torch.nn.utils.clip_grad_norm_(
                     self.model.parameters(), cfg.grad_clip
                 ).item()
+                if not math.isfinite(gnorm):
+                    raise FloatingPointError(
+                        f"gradient norm is {gnorm} at step {self.step} (the loss was finite): "
+                        "a layer produced non-finite gradients"
+                    )
             self.optimizer.step()
             self.step += 1
             self._update_ema()
