@@ -30,7 +30,6 @@ from .tasks.digits import (
     train_digits,
 )
 from .tasks.plotting import pyplot
-from .validate import check_config
 
 
 @experiment(
@@ -184,27 +183,12 @@ class BackbonesDigitsConfig:
     cond_dropout_prob: float = 0.1
 
     def __post_init__(self):
-        check_config(
-            self,
-            backbones="unique",
-            n_heads=">=1",
-            image_size=(8, 16),
-            steps=">=1",
-            batch_size="[1,1438]",  # the training digits
-            lr=">0",
-            warmup_steps=">=0",
-            ema_decay="(0,1)",
-            eval_samples=">=20",
-            sampler_steps=">=1",
-            cfg_scale=">=0",
-            cond_dropout_prob="[0,1)",
-        )
+        check_digits_config(self, backbones="unique")
         bad = [b for b in self.backbones if b not in BACKBONES]
         if bad or not self.backbones:
             raise ValueError(
                 f"backbones must be a non-empty list of {', '.join(BACKBONES)}; unknown: {', '.join(bad)}"
             )
-        check_digits_config(self)
 
     def for_backbone(self, family: str) -> DigitsDiffusionConfig:
         keep = {

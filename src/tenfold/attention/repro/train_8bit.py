@@ -12,7 +12,15 @@ import numpy as np
 from ... import __version__
 from ...core.experiment import Claim, Result, RunContext, experiment
 from ...core.sweep import point_key, run_sweep
-from ...core.tasks.lm import LMRunSpec, fit_run, lm_streams, pretrained_lm, setup_run, val_loss
+from ...core.tasks.lm import (
+    LM_RULES,
+    LMRunSpec,
+    fit_run,
+    lm_streams,
+    pretrained_lm,
+    setup_run,
+    val_loss,
+)
 from ...core.tasks.plotting import plot_run, pyplot
 from ...core.validate import check_config
 from ..api import AttentionConfig, apply_
@@ -45,34 +53,16 @@ class Train8bitConfig:
     def __post_init__(self):
         check_config(
             self,
-            vocab_size=">=2",
-            n_layer=">=1",
-            n_heads=">=1",
-            head_dim=">=1",
-            block_size=">=1",
-            batch_size="[1,65536]",
+            **LM_RULES,
             steps=">=1",
-            lr=">0",
             pretrain_steps=">=1",
             finetune_steps=">=1",
             finetune_lr=">0",
-            eval_every=">=0",
-            eval_batches=">=1",
             tolerance="(0,1)",
             pretrain_seeds=">=1",
             finetune_seeds=">=1",
             workers=">=0",
         )
-        for name in ("n_layer", "n_heads", "head_dim", "block_size", "batch_size", "steps",
-                     "pretrain_seeds", "finetune_seeds"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.finetune_steps < 1 or self.pretrain_steps < 1:
-            raise ValueError("finetune_steps and pretrain_steps must be >= 1")
-        if not (self.lr > 0 and self.finetune_lr > 0):
-            raise ValueError("lr and finetune_lr must be > 0")
-        if self.tolerance <= 0:
-            raise ValueError(f"tolerance must be > 0, got {self.tolerance}")
 
 
 def train_run(point: dict) -> dict:

@@ -25,6 +25,7 @@ __all__ = [
     "Family",
     "DigitsDiffusionConfig",
     "DigitsTask",
+    "DIGITS_RULES",
     "check_digits_config",
     "train_digits",
     "digits_references",
@@ -35,26 +36,25 @@ __all__ = [
 Family = Literal["dit", "uvit", "pixart", "mmdit"]
 
 
-def check_digits_config(cfg) -> None:
-    """The checks every digits-diffusion config shares (``image_size``, sample counts, steps,
-    LR, EMA, guidance); raises ValueError naming the field."""
-    if cfg.image_size not in (8, 16):
-        raise ValueError(
-            f"image_size must be 8 or 16 (digits are 8x8, optionally upsampled), got {cfg.image_size}"
-        )
-    if cfg.eval_samples < 20:
-        raise ValueError("eval_samples must be >= 20 (two per class) for a covariance estimate")
-    for name in ("steps", "batch_size", "sampler_steps", "n_heads"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.warmup_steps < 0:
-        raise ValueError("warmup_steps must be >= 0")
-    if not cfg.lr > 0:
-        raise ValueError(f"lr must be > 0, got {cfg.lr}")
-    if not 0 < cfg.ema_decay < 1:
-        raise ValueError(f"ema_decay must be in (0, 1), got {cfg.ema_decay}")
-    if cfg.cfg_scale < 0 or not 0 <= cfg.cond_dropout_prob < 1:
-        raise ValueError("cfg_scale must be >= 0 and cond_dropout_prob in [0, 1)")
+# The rules every digits-diffusion config shares (core.validate.check_config words).
+DIGITS_RULES = dict(
+    n_heads=">=1",
+    image_size=(8, 16),  # digits are 8x8, optionally upsampled to 16x16
+    steps=">=1",
+    batch_size="[1,1438]",  # at most the 1438 training digits
+    lr=">0",
+    warmup_steps=">=0",
+    ema_decay="(0,1)",
+    eval_samples=">=20",  # two per class, for a covariance estimate
+    sampler_steps=">=1",
+    cfg_scale=">=0",
+    cond_dropout_prob="[0,1)",
+)
+
+
+def check_digits_config(cfg, **rules) -> None:
+    """Check a digits-diffusion config: :data:`DIGITS_RULES` plus ``rules`` of its own."""
+    check_config(cfg, **DIGITS_RULES, **rules)
 
 
 @dataclass(frozen=True)
@@ -75,21 +75,7 @@ class DigitsDiffusionConfig:
     cond_dropout_prob: float = 0.1  # labels / captions dropped for classifier-free guidance
 
     def __post_init__(self):
-        check_config(
-            self,
-            n_heads=">=1",
-            image_size=(8, 16),
-            steps=">=1",
-            batch_size="[1,1438]",  # the training digits
-            lr=">0",
-            warmup_steps=">=0",
-            ema_decay="(0,1)",
-            eval_every=">=0",
-            eval_samples=">=20",
-            sampler_steps=">=1",
-            cfg_scale=">=0",
-            cond_dropout_prob="[0,1)",
-        )
+        check_digits_config(self, eval_every=">=0")
         if self.backbone not in BACKBONES:
             raise ValueError(
                 f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}"
@@ -99,9 +85,6 @@ class DigitsDiffusionConfig:
             raise ValueError(
                 f"model must be a {self.backbone} preset ({', '.join(presets)}), got {self.model!r}"
             )
-        if self.eval_every < 0:
-            raise ValueError("eval_every must be >= 0")
-        check_digits_config(self)
 
     def model_config(self) -> BackboneConfig:
         bb = BACKBONES[self.backbone]

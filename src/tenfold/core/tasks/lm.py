@@ -20,7 +20,6 @@ fields plus the method's own, e.g. the scheme) and read the spec back in the wor
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,6 +33,7 @@ from ..train import TrainConfig, Trainer
 from ..validate import check_config
 
 __all__ = [
+    "LM_RULES",
     "LMRunSpec",
     "RunResult",
     "lm_streams",
@@ -45,6 +45,20 @@ __all__ = [
     "setup_run",
     "fit_run",
 ]
+
+
+# The rules every LM-run config shares (model, data, optimisation; core.validate words).
+LM_RULES = dict(
+    vocab_size=">=2",
+    n_layer=">=1",
+    n_heads=">=1",
+    head_dim=">=1",
+    block_size=">=2",
+    batch_size="[1,65536]",
+    lr=">0",
+    eval_every=">=0",
+    eval_batches=">=1",
+)
 
 
 @dataclass(frozen=True)
@@ -72,31 +86,7 @@ class LMRunSpec:
     pretrain_steps: int = 0
 
     def __post_init__(self):
-        check_config(
-            self,
-            vocab_size=">=2",
-            block_size=">=1",
-            n_layer=">=1",
-            n_heads=">=1",
-            head_dim=">=1",
-            batch_size="[1,65536]",
-            lr=">0",
-            steps=">=0",
-            eval_every=">=0",
-            eval_batches=">=1",
-            pretrain_steps=">=0",
-        )
-        for f in ("vocab_size", "block_size", "n_layer", "n_heads", "head_dim", "batch_size",
-                  "eval_batches"):  # fmt: skip
-            v = getattr(self, f)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"LMRunSpec.{f} must be an integer >= 1, got {v!r}")
-        for f in ("steps", "eval_every", "pretrain_steps"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or v < 0:
-                raise ValueError(f"LMRunSpec.{f} must be an integer >= 0, got {v!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"LMRunSpec.lr must be a finite number > 0, got {self.lr!r}")
+        check_config(self, **LM_RULES, steps=">=0", pretrain_steps=">=0")
         if self.mlp not in ("swiglu", "gelu"):
             raise ValueError(f"LMRunSpec.mlp must be 'swiglu' or 'gelu', got {self.mlp!r}")
         if self.domain and self.pretrain_steps < 1:

@@ -13,7 +13,15 @@ import torch
 from ... import __version__
 from ...core.experiment import RunContext
 from ...core.sweep import point_key, run_sweep
-from ...core.tasks.lm import LMRunSpec, fit_run, lm_streams, pretrained_lm, setup_run, val_loss
+from ...core.tasks.lm import (
+    LM_RULES,
+    LMRunSpec,
+    fit_run,
+    lm_streams,
+    pretrained_lm,
+    setup_run,
+    val_loss,
+)
 from ...core.validate import check_config
 from ..api import (
     SCHEMES,
@@ -184,16 +192,8 @@ class FallbackRunConfig:
     def __post_init__(self):
         check_config(
             self,
-            vocab_size=">=2",
-            n_layer=">=1",
-            n_heads=">=1",
-            head_dim=">=1",
-            block_size=">=2",
-            batch_size="[1,65536]",
+            **LM_RULES,
             steps=">=1",
-            lr=">0",
-            eval_every=">=0",
-            eval_batches=">=1",
             schemes="unique",
             alternatives="empty unique",
             block=">=1",
@@ -203,16 +203,11 @@ class FallbackRunConfig:
             noise_seeds=">=1",
             workers=">=0",
         )
-        for name in ("n_layer", "n_heads", "head_dim", "block_size", "batch_size", "steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if "full" not in self.schemes:
             raise ValueError("schemes must include 'full', the baseline of every claim")
         for s in (*self.schemes, *self.alternatives):
             scheme_config(s, self.block, self.rule, self.threshold)
         FallbackConfig(block=tuple(self.block), rule=self.rule, threshold=self.threshold)
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.noise_seeds < 1:
             raise ValueError(
                 f"noise_seeds must be >= 1 (1: noise not measured), got {self.noise_seeds}"
