@@ -588,3 +588,73 @@ def test_run_experiment_refuses_a_seed_out_of_range(seed, tmp_path):
     with pytest.raises(ConfigError, match="seed must be an integer"):
         run_experiment("afdm/ber-mobility", "quick", seed=seed, out=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- the rest of the method APIs
+
+
+@pytest.mark.parametrize(
+    "shapes, needle",
+    [
+        (((8, 16), (4, 16), (8, 5)), "need x (M, in), weight (out, in), dy (M, out)"),
+        (((8, 16), (4, 15), (8, 4)), "need x (M, in)"),
+        (((8,), (4, 16), (8, 4)), "x must have 2 dimensions"),
+    ],
+)
+def test_gemm_sqnr_bad_shapes(shapes, needle):
+    from tenfold.fallback import gemm_sqnr
+
+    x, w, dy = (torch.randn(*s) for s in shapes)
+    with pytest.raises(ValueError, match=None) as e:
+        gemm_sqnr(x, w, dy, FallbackConfig())
+    assert needle in str(e.value)
+
+
+def test_gemm_sqnr_wants_a_config():
+    from tenfold.fallback import gemm_sqnr
+
+    with pytest.raises(TypeError, match="FallbackConfig"):
+        gemm_sqnr(torch.randn(8, 16), torch.randn(4, 16), torch.randn(8, 4), None)
+
+
+@pytest.mark.parametrize(
+    "widths, values, needle",
+    [
+        ([64], [1.0], "two or more widths"),
+        ([64, 128], [1.0], "one value each"),
+        ([64, -128], [1.0, 2.0], "widths must be finite and > 0"),
+    ],
+)
+def test_log_slope_bad_inputs(widths, values, needle):
+    from tenfold.mup.coord import log_slope
+
+    with pytest.raises(ValueError, match=needle):
+        log_slope(widths, values)
+
+
+def test_log_slope_of_a_non_finite_value_is_nan():
+    from tenfold.mup.coord import log_slope
+
+    assert math.isnan(log_slope([64, 128], [1.0, NAN]))
+
+
+@pytest.mark.parametrize("widths", [[64, 64], [64, 0], [64, 96.5], [64]])
+def test_coord_check_bad_widths(widths):
+    from tenfold.mup.coord import coord_check
+
+    with pytest.raises(ValueError, match="widths"):
+        coord_check(lambda w: nn.Linear(w, 1), widths, lambda m, s: m.weight.sum(), lr=1e-3)
+
+
+def test_attention_apply_and_routing_bad_arguments():
+    from tenfold.attention import apply_, sdpa_routed
+
+    with pytest.raises(TypeError, match="AttentionConfig"):
+        apply_(nn.Linear(2, 2), "int8")
+    with pytest.raises(ValueError, match="no attention module"):
+        apply_(nn.Linear(2, 2), AttentionConfig())
+    with (
+        pytest.raises(ValueError, match="layout='bhtd'"),
+        sdpa_routed(AttentionConfig(layout="bthd")),
+    ):
+        pass

@@ -457,6 +457,15 @@ def gemm_sqnr(x: Tensor, weight: Tensor, dy: Tensor, config: FallbackConfig) -> 
     x: (M, in), weight: (out, in), dy: (M, out) -- e.g. from :func:`capture_linear_io`."""
     from tenfold.core.metrics import sqnr
 
+    if not isinstance(config, FallbackConfig):
+        raise TypeError(f"config must be a FallbackConfig, got {type(config).__name__}")
+    for name, t in (("x", x), ("weight", weight), ("dy", dy)):
+        check_tensor(name, t, ndim=2, floating=True)
+    if x.shape[1] != weight.shape[1] or dy.shape != (x.shape[0], weight.shape[0]):
+        raise ValueError(
+            f"need x (M, in), weight (out, in), dy (M, out); got {tuple(x.shape)}, "
+            f"{tuple(weight.shape)}, {tuple(dy.shape)}"
+        )
     x64, w64, dy64 = x.double(), weight.double(), dy.double()
     ref = {"Y": x64 @ w64.t(), "dX": dy64 @ w64, "dW": dy64.t() @ x64}
     xx = x.detach().float().clone().requires_grad_()

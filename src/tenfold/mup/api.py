@@ -348,6 +348,8 @@ def mup_param_groups(
     names its role and parameters (``mup_role``, ``mup_names``). ``model`` may be wrapped in
     DDP, FSDP (``use_orig_params=True``) or ``torch.compile``: its parameters are matched to
     the table by name."""
+    check_number("lr", lr, ">0")
+    check_number("weight_decay", weight_decay, ">=0")
     rows = {r.name: r for r in table}
     groups: dict[tuple, dict] = {}
     for wname, p in model.named_parameters():

@@ -47,6 +47,11 @@ def _first_tensor(out) -> Tensor | None:
 def log_slope(widths: Sequence[float], values: Sequence[float]) -> float:
     """Least-squares slope of log(value) against log(width); NaN if any value is not > 0."""
     v = np.asarray(values, dtype=float)
+    w = np.asarray(widths, dtype=float)
+    if v.shape != w.shape or w.ndim != 1 or len(w) < 2:
+        raise ValueError(f"need two or more widths and one value each, got {w.shape}, {v.shape}")
+    if np.any(~np.isfinite(w)) or np.any(w <= 0):
+        raise ValueError(f"widths must be finite and > 0, got {list(widths)}")
     if np.any(~np.isfinite(v)) or np.any(v <= 0):
         return float("nan")
     x = np.log(np.asarray(widths, dtype=float))
@@ -145,6 +150,10 @@ def coord_check(
     """
     if len(widths) < 2:
         raise ValueError("coord_check needs at least two widths")
+    if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths) or len(
+        set(widths)
+    ) != len(widths):
+        raise ValueError(f"coord_check widths must be distinct integers >= 1, got {list(widths)}")
     if steps < 1 or not seeds:
         raise ValueError("coord_check needs steps >= 1 and at least one seed")
     if not (math.isfinite(lr) and lr > 0):
