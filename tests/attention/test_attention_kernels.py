@@ -158,3 +158,79 @@ def test_reference_covers_head_dims_the_kernels_do_not(D):
     assert (
         float(torch.nn.functional.cosine_similarity(o.double().flatten(), ex.flatten(), 0)) > 0.999
     )
+
+
+# ---------------------------------------------------------------- strided and odd inputs
+# Every kernel variant on inputs that are not contiguous (B, H, T, D) tensors: the BTHD layout
+# (the kernels' default for many models), sliced and transposed views, GQA with 4 query
+# heads per K/V head, lengths that are not multiples of the tiles, causal with Tq != Tk.
+# Each against the reference on the same (materialised) values.
+
+VARIANTS_K = ["qk_int8_pv_fp8", "qk_int8_pv_fp16", "int8_train"]
+
+
+def _views(kind, B, H, Hk, Tq, Tk, D, seed=0):
+    """q, k, v as ``kind`` views (B, H, T, D) of bigger or permuted storage."""
+    g = torch.Generator().manual_seed(seed)
+
+    def mk(h, t):
+        if kind == "bthd":  # (B, T, H, D) storage seen as (B, H, T, D)
+            return torch.randn(B, t, h, D, generator=g).to(DEV, torch.float16).transpose(1, 2)
+        if kind == "sliced":  # every other token of a longer sequence, a slice of heads
+            return torch.randn(B, h + 1, 2 * t, D, generator=g).to(DEV, torch.float16)[:, 1:, ::2]
+        if kind == "transposed":  # (B, H, D, T) storage transposed to (B, H, T, D)
+            return torch.randn(B, h, D, t, generator=g).to(DEV, torch.float16).transpose(2, 3)
+        return torch.randn(B, h, t, D, generator=g).to(DEV, torch.float16)
+
+    q, k, v = mk(H, Tq), mk(Hk, Tk) + 1.5, mk(Hk, Tk)
+    assert kind == "contiguous" or not q.is_contiguous()  # (V is too unless Hk == 1)
+    return q, k, v
+
+
+ODD = [  # kind, B, H, Hk, Tq, Tk, D, causal
+    ("bthd", 1, 2, 2, 65, 65, 64, None),
+    ("bthd", 1, 4, 1, 63, 130, 128, "bottom_right"),  # GQA 4:1, KV cache
+    ("sliced", 1, 2, 2, 70, 70, 64, "top_left"),
+    ("transposed", 1, 2, 2, 33, 97, 64, None),
+    ("sliced", 2, 8, 2, 1, 65, 64, "bottom_right"),  # one query (decoding), GQA 4:1
+    ("contiguous", 1, 1, 1, 1000, 1000, 64, "top_left"),  # many ragged tiles
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS_K)
+@pytest.mark.parametrize("case", ODD, ids=lambda c: "-".join(map(str, c)))
+def test_strided_and_odd_inputs_match_reference(variant, case):
+    kind, B, H, Hk, Tq, Tk, D, causal = case
+    q, k, v = _views(kind, B, H, Hk, Tq, Tk, D)
+    o = kernels.attention(q, k, v, variant, causal=causal)
+    qc, kc, vc = (t.contiguous() for t in (q, k, v))
+    ref = R.attention_fwd(qc, _expand(kc, H), _expand(vc, H), R.VARIANTS[variant], causal=causal)[0]
+    assert _rl2(o, ref) < KERNEL_TOL, f"{variant} on {kind} inputs"
+
+
+@pytest.mark.parametrize("variant", VARIANTS_K)
+def test_sageattn_bthd_layout_through_the_kernels(variant):
+    """layout='bthd' end to end: the FP8 P.V path once read V's strides wrongly (error 1.29)."""
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 80, 2, 64, generator=g).to(DEV, torch.float16) for _ in range(3))
+    o = sageattn(q, k, v, variant=variant, backend="triton", layout="bthd")
+    ref = R.attention_fwd(
+        *(t.transpose(1, 2).contiguous() for t in (q, k, v)), R.VARIANTS[variant]
+    )[0].transpose(1, 2)
+    assert o.shape == q.shape and _rl2(o, ref) < KERNEL_TOL
+
+
+@pytest.mark.parametrize("kind", ["bthd", "sliced"])
+def test_int8_train_gradients_on_strided_inputs(kind):
+    q, k, v = _views(kind, 1, 4, 1, 65, 70, 64)
+    q, k, v = (t.to(torch.bfloat16) for t in (q, k, v))
+    xs = [t.detach().requires_grad_() for t in (q, k, v)]
+    o = kernels.attention(*xs, "int8_train", causal="bottom_right")
+    do = torch.randn_like(o)
+    o.backward(do)
+    rs = [t.detach().contiguous().requires_grad_() for t in (q, k, v)]
+    R._attention(
+        rs[0], _expand(rs[1], 4), _expand(rs[2], 4), R.VARIANTS["int8_train"], causal="bottom_right"
+    ).backward(do)
+    for name, a, r in zip("qkv", xs, rs):
+        assert _rl2(a.grad, r.grad) < 5 * KERNEL_TOL, name

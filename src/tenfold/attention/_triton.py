@@ -5,7 +5,10 @@ compute; :mod:`tenfold.attention._ref` is their spec."""
 import triton
 import triton.language as tl
 
-TINY: tl.constexpr = 7.888609052210118e-31  # 2^-100, the floor of every absmax (_ref.TINY)
+# 2^-100, the floor of every absmax (_ref.TINY). A global a compiled kernel reads must be a
+# tl.constexpr *object*: an annotated float (`TINY: tl.constexpr = ...`) works only in the
+# interpreter and fails to compile ("Cannot access global variable TINY").
+TINY = tl.constexpr(7.888609052210118e-31)
 
 
 @triton.jit
@@ -30,7 +33,7 @@ def quant_kernel(
 ):  # fmt: skip
     # one program per (token block, batch*head): (x - mean) * mult -> INT8, absmax/127
     pid = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # 64-bit: bh * T * D passes 2^31 on long sequences
     b = bh // H
     h = bh % H
     rows = pid * BLK + tl.arange(0, BLK)
@@ -54,7 +57,7 @@ def quant_kernel(
 def program_heads(H, REP):
     # (tile index, batch*head, batch, head, the K/V head it reads under grouped-query attention)
     pid = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # 64-bit offsets: B*H*T*D may pass 2^31
     b = bh // H
     h = bh % H
     return pid, bh, b, h, b * (H // REP) + h // REP

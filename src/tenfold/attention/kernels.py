@@ -201,7 +201,9 @@ def _forward(q, k, v, variant, scale, causal, num):
     if pv == 0:
         amax = v.float().abs().amax(-2)  # (B, Hkv, D): one scale per channel
         vs = amax.clamp_min(_ref.TINY) / _ref.E4M3_MAX
-        vq = (v.float() / vs[..., None, :]).to(torch.float8_e4m3fn)
+        # contiguous: the forward kernel reads V as (B, Hkv, Tk, D) rows, and an elementwise
+        # op keeps a strided input's layout (layout="bthd" gave garbage without this)
+        vq = (v.float() / vs[..., None, :]).to(torch.float8_e4m3fn).contiguous()
     elif pv == 1:
         vq, vs = quant_int8(v, BLOCK_N)
     else:

@@ -13,8 +13,8 @@ def quant_kernel(
     BR: tl.constexpr, BC: tl.constexpr,
 ):  # fmt: skip
     # one program per (BR, BC) block: absmax, mean square, scale and INT8 values
-    rb = tl.program_id(0)
-    cb = tl.program_id(1)
+    rb = tl.program_id(0).to(tl.int64)  # 64-bit offsets: rows * stride may pass 2^31
+    cb = tl.program_id(1).to(tl.int64)
     rows = rb * BR + tl.arange(0, BR)
     cols = cb * BC + tl.arange(0, BC)
     inside = (rows[:, None] < R) & (cols[None, :] < C)
@@ -49,8 +49,8 @@ def gemm_kernel(
     BM: tl.constexpr, BN: tl.constexpr,
     A_MASK: tl.constexpr, B_MASK: tl.constexpr, HI_FP32: tl.constexpr,
 ):  # fmt: skip
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid_m = tl.program_id(0).to(tl.int64)  # 64-bit offsets: M * K may pass 2^31
+    pid_n = tl.program_id(1).to(tl.int64)
     offs_m = pid_m * BM + tl.arange(0, BM)
     offs_n = pid_n * BN + tl.arange(0, BN)
     offs_k = tl.arange(0, BK)

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..core.validate import check_config, check_tensor
+from ..core.validate import ConfigError, check_config, check_tensor
 from . import _ref
 from ._ref import QTensor
 
@@ -83,6 +83,9 @@ class Backend(str, enum.Enum):
 _HI_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+BLOCK_SIDES = (32, 64, 128, 256)  # what the kernels compile: powers of two, K tiles >= 32
+
+
 @dataclass(frozen=True)
 class FallbackConfig:
     """INT8 training with 16-bit fallback for outlier blocks.
@@ -118,14 +121,12 @@ class FallbackConfig:
         except ValueError as e:
             raise ValueError(f"FallbackConfig: {e}") from None
         block = tuple(self.block)
-        if len(block) != 2 or not all(isinstance(b, int) and b >= 1 for b in block):
-            raise ValueError(f"FallbackConfig.block must be two positive ints, got {self.block!r}")
-        for b in block:
-            if b % 16:
-                raise ValueError(
-                    f"FallbackConfig.block sides must be multiples of 16 (tensor-core tiles), "
-                    f"got {block}"
-                )
+        if any(b not in BLOCK_SIDES for b in block):
+            raise ConfigError(
+                f"FallbackConfig.block sides must be one of {', '.join(map(str, BLOCK_SIDES))} "
+                f"(powers of two >= 32: each side is the K tile of one of the INT8 GEMMs, and "
+                f"INT8 tensor cores need K >= 32), got {block}"
+            )
         set_(self, "block", block)
         if self.sixteen_bit not in _HI_DTYPES:
             raise ValueError(
