@@ -47,3 +47,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "python_docs" in item.keywords:
             item.add_marker(skip)
+
+
+def aot_report(module: str) -> list[dict]:
+    """Compile ``module``'s Triton kernels (its ``aot_specs()``) for their GPU architectures
+    in a subprocess without TRITON_INTERPRET (interpreted kernels cannot be compiled), with
+    the ptxas of the Triton wheel; skip with the reason where that is impossible."""
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("Triton is not installed")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    probe = subprocess.run(
+        [sys.executable, "-c", "from tenfold.core.triton_util import _ptxas; print(_ptxas(90) or '')"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    if not probe.stdout.strip():
+        pytest.skip("the Triton wheel has no ptxas (or no NVIDIA backend) on this machine")
+    p = subprocess.run(
+        [sys.executable, "-m", "tenfold.core.triton_util", module],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout)

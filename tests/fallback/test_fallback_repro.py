@@ -70,7 +70,7 @@ def test_finetune_quick(tmp_path):
         ({"schemes": ("int8_block",)}, "must include 'full'"),
         ({"schemes": ("full", "int4")}, "unknown scheme"),
         ({"alternatives": ("fallback:median:3",)}, "FallbackConfig.rule must be one of"),
-        ({"block": (24, 32)}, "block sides must be one of 32, 64, 128, 256"),
+        ({"block": (24, 32)}, "block sides must be one of 32, 64, 128"),
         ({"steps": 0}, "steps must be >= 1"),
     ],
 )

@@ -80,6 +80,18 @@ def _(x, mean, mult, block):
     )
 
 
+def _fwd_launch(D: int, interpreted: bool) -> tuple[int, dict]:
+    """Query rows per program and launch options of the forward kernel (one place: the
+    wrapper launches with it, :func:`aot_specs` compiles with it)."""
+    if interpreted:
+        return 64, {}
+    return 128, {"num_warps": 8 if D == 128 else 4, "num_stages": 3}
+
+
+def _bwd_launch(D: int, interpreted: bool) -> dict:
+    return {} if interpreted else {"num_warps": 4 if D == 64 else 8, "num_stages": 2}
+
+
 @torch.library.custom_op("tenfold::sage_fwd", mutates_args=())
 def _fwd_op(
     qi: Tensor, qs: Tensor, ki: Tensor, ks: Tensor, v: Tensor, vs: Tensor,
@@ -93,12 +105,11 @@ def _fwd_op(
         B, H, Tq, D, dtype=torch.float32 if _interpret() else out_dtype, device=qi.device
     )
     lse = torch.empty(B, H, Tq, dtype=torch.float32, device=qi.device)
-    BM = 64 if _interpret() else 128
+    BM, launch = _fwd_launch(D, _interpret())
     fwd_kernel[(_nblk(Tq, BM), B * H)](
         qi, qs, ki, ks, v, vs, o, lse, H, H // Hk, Tq, Tk, causal_off, qs.shape[-1],
         ks.shape[-1], *o.stride(),
-        D=D, BM=BM, BN=BLOCK_N, QBLK=q_block, CAUSAL=causal, PV=pv, EMU=_interpret(),
-        **({} if _interpret() else {"num_warps": 8 if D == 128 else 4, "num_stages": 3}),
+        D=D, BM=BM, BN=BLOCK_N, QBLK=q_block, CAUSAL=causal, PV=pv, EMU=_interpret(), **launch,
     )  # fmt: skip
     return o.to(out_dtype), lse
 
@@ -121,8 +132,7 @@ def _bwd_op(
     dk = torch.empty(B, H, Tk, D, dtype=torch.float32, device=qi.device)
     dv = torch.empty_like(dk)
     common = dict(D=D, BM=BWD, BN=BWD, QBLK=q_block, CAUSAL=causal, EMU=_interpret())
-    if not _interpret():
-        common.update(num_warps=4 if D == 64 else 8, num_stages=2)
+    common.update(_bwd_launch(D, _interpret()))
     dkdv_kernel[(_nblk(Tk, BWD), B * H)](
         qi, qs, ki, ks, v, do, doi, dos, lse, delta, dk, dv, H, H // Hk, Tq, Tk, causal_off,
         qs.shape[-1], ks.shape[-1], dos.shape[-1], *v.stride(), *do.stride(), **common,
@@ -251,3 +261,55 @@ def attention(
     if variant == "int8_train" and needs_grad:
         return _Int8Train.apply(q, k, v, scale, causal, num)
     return _forward(q, k, v, variant, scale, causal, num)[4]
+
+
+# --------------------------------------------------------------------------------------
+# Ahead-of-time compilation (tests/attention/test_attention_aot.py)
+# --------------------------------------------------------------------------------------
+
+_V_TYPE = {0: "*fp8e4nv", 1: "*i8", 2: "*fp16"}
+
+
+def aot_specs(full: bool = False) -> list[dict]:
+    """Every kernel at the constexprs and launch options the wrappers above choose on a GPU,
+    for the architectures the dispatcher sends each variant to (``auto``: FP8 P.V on 8.9+,
+    FP16 P.V below; ``int8_train`` everywhere): what ``tenfold.core.triton_util`` compiles.
+    ``full=False`` (the tests): each kernel, head dim and P.V mode at least once, causal and
+    not alternating; ``full=True``: every combination."""
+    from . import _triton as T
+
+    qb = _ref.VARIANTS["int8_train"].q_block
+    specs = []
+    quant_types = {"x_ptr": "*fp16", "mean_ptr": "*fp32", "q_ptr": "*i8", "s_ptr": "*fp32",
+                   "mult": "fp32"}  # fmt: skip
+    for D in (64, 128):
+        for blk, smooth in ((qb, False), (BLOCK_N, True), (BWD, False))[: 3 if full else 2]:
+            specs.append(dict(fn=T.quant_kernel, arch=90, types=quant_types,
+                              constexprs=dict(D=D, BLK=blk, SMOOTH=smooth)))  # fmt: skip
+    fwd_types = {"q_ptr": "*i8", "qs_ptr": "*fp32", "k_ptr": "*i8", "ks_ptr": "*fp32",
+                 "vs_ptr": "*fp32", "o_ptr": "*fp16", "lse_ptr": "*fp32"}  # fmt: skip
+    i = 0
+    for arch, pvs in ((90, (0, 1, 2)), (89, (0,)), (80, (2, 1))):
+        for D in (64, 128):
+            for pv in pvs:
+                for causal in (True, False) if full else (i % 2 == 0,):
+                    i += 1
+                    BM, launch = _fwd_launch(D, False)
+                    specs.append(dict(
+                        fn=T.fwd_kernel, arch=arch, **launch,
+                        constexprs=dict(D=D, BM=BM, BN=BLOCK_N, QBLK=qb, CAUSAL=causal, PV=pv,
+                                        EMU=False),
+                        types={**fwd_types, "v_ptr": _V_TYPE[pv]},
+                    ))  # fmt: skip
+    bwd_types = {"q_ptr": "*i8", "qs_ptr": "*fp32", "k_ptr": "*i8", "ks_ptr": "*fp32",
+                 "v_ptr": "*bf16", "do_ptr": "*bf16", "doq_ptr": "*i8", "dos_ptr": "*fp32",
+                 "lse_ptr": "*fp32", "dlt_ptr": "*fp32", "dk_ptr": "*fp32", "dv_ptr": "*fp32",
+                 "dq_ptr": "*fp32"}  # fmt: skip
+    for arch in (90, 80) if full else (90,):
+        for D in (64, 128):
+            for fn in (T.bwd_dkdv_kernel, T.bwd_dq_kernel):
+                specs.append(dict(
+                    fn=fn, arch=arch, **_bwd_launch(D, False), types=bwd_types,
+                    constexprs=dict(D=D, BM=BWD, BN=BWD, QBLK=qb, CAUSAL=True, EMU=False),
+                ))  # fmt: skip
+    return specs

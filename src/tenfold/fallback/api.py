@@ -83,7 +83,7 @@ class Backend(str, enum.Enum):
 _HI_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-BLOCK_SIDES = (32, 64, 128, 256)  # what the kernels compile: powers of two, K tiles >= 32
+BLOCK_SIDES = (32, 64, 128)  # what the kernels compile well: powers of two, K tiles >= 32
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,8 @@ class FallbackConfig:
             raise ConfigError(
                 f"FallbackConfig.block sides must be one of {', '.join(map(str, BLOCK_SIDES))} "
                 f"(powers of two >= 32: each side is the K tile of one of the INT8 GEMMs, and "
-                f"INT8 tensor cores need K >= 32), got {block}"
+                f"INT8 tensor cores need K >= 32; a 256 side holds 64k values per quantize "
+                f"program, more than the registers of a GPU), got {block}"
             )
         set_(self, "block", block)
         if self.sixteen_bit not in _HI_DTYPES:

@@ -63,6 +63,15 @@ def _(x, br, bc):
     return x.new_empty(Rp, Cp, dtype=torch.int8), s, torch.empty_like(s), torch.empty_like(s)
 
 
+def _gemm_launch(step: int, interpreted: bool) -> tuple[int, int, int, dict]:
+    """(BK, BM, BN, launch options) of the GEMM for a reduction block ``step`` (one place:
+    the wrapper launches with it, :func:`aot_specs` compiles with it)."""
+    BK = min(1 << (step - 1).bit_length(), 128)
+    if interpreted:
+        return BK, 32, 32, {}
+    return BK, 128, 128, {"num_warps": 8, "num_stages": 3}
+
+
 @torch.library.custom_op("tenfold::fallback_mixed_gemm", mutates_args=())
 def _gemm_op(
     aq: Tensor,
@@ -84,8 +93,7 @@ def _gemm_op(
     Mp, K = aq.shape
     Np = bq.shape[1]
     c = torch.empty(M, N, dtype=torch.float32, device=aq.device)
-    BK = min(triton.next_power_of_2(step), 128)
-    BM = BN = 32 if interpret() else 128
+    BK, BM, BN, launch = _gemm_launch(step, interpret())
     dummy = a_s  # never read when the matching MASK flag is off
 
     def st(t):
@@ -98,8 +106,7 @@ def _gemm_op(
         M, N, Mp, Np, K,
         *st(aq), *st(a_s), *st(am), *st(ah), *st(bq), *st(b_s), *st(bm), *st(bh), *st(c),
         S=step, BK=BK, BA_R=a_rows, BB_C=b_cols, BM=BM, BN=BN,
-        A_MASK=am is not None, B_MASK=bm is not None, HI_FP32=interpret(),
-        **({} if interpret() else {"num_warps": 8, "num_stages": 3}),
+        A_MASK=am is not None, B_MASK=bm is not None, HI_FP32=interpret(), **launch,
     )  # fmt: skip
     return c
 
@@ -166,3 +173,41 @@ def mixed_gemm(a: QTensor, b: QTensor) -> Tensor:
         a.block[0],
         b.block[1],
     )
+
+
+# --------------------------------------------------------------------------------------
+# Ahead-of-time compilation (tests/fallback/test_fallback_aot.py)
+# --------------------------------------------------------------------------------------
+
+
+def aot_specs(full: bool = False) -> list[dict]:
+    """The quantize kernel for the block shapes the config allows and the GEMM with and
+    without 16-bit blocks, at the tiles and launch options of the wrappers above, for the
+    architectures with INT8 tensor cores that tenfold targets (Ampere, Ada, Hopper).
+    ``full=False`` (the tests): the smallest and largest reduction blocks; ``full=True``:
+    every block side."""
+    from . import _triton as T
+    from .api import BLOCK_SIDES
+
+    sides = BLOCK_SIDES if full else (BLOCK_SIDES[0], BLOCK_SIDES[-1])
+    specs = []
+    for br, bc in [(s, s) for s in sides] + [(BLOCK_SIDES[-1], BLOCK_SIDES[0])]:
+        specs.append(dict(
+            fn=T.quant_kernel, arch=90, constexprs=dict(BR=br, BC=bc),
+            types={"x_ptr": "*bf16", "q_ptr": "*i8", "scale_ptr": "*fp32",
+                   "absmax_ptr": "*fp32", "meansq_ptr": "*fp32"},
+        ))  # fmt: skip
+    types = {"aq": "*i8", "a_s": "*fp32", "am": "*u8", "ah": "*bf16", "bq": "*i8",
+             "b_s": "*fp32", "bm": "*u8", "bh": "*bf16", "c": "*fp32"}  # fmt: skip
+    for arch in (90, 89, 80):
+        for step in sides:
+            for masks in ((False, False), (True, False), (True, True)):
+                if arch != 90 and masks == (True, False):
+                    continue
+                BK, BM, BN, launch = _gemm_launch(step, False)
+                specs.append(dict(
+                    fn=T.gemm_kernel, arch=arch, **launch, types=types,
+                    constexprs=dict(S=step, BK=BK, BA_R=32, BB_C=32, BM=BM, BN=BN,
+                                    A_MASK=masks[0], B_MASK=masks[1], HI_FP32=False),
+                ))  # fmt: skip
+    return specs

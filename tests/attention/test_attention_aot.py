@@ -1,0 +1,50 @@
+"""The attention kernels compiled ahead of time for the GPUs the dispatcher sends them to
+(sm_90 for every variant, sm_89 for FP8 P.V, sm_80 for FP16/INT8 P.V), at the constexprs and
+launch options the wrappers choose, on this CPU machine, with the ptxas of the Triton wheel."""
+
+import pytest
+
+from conftest import aot_report
+from tenfold.core.triton_util import SHARED_LIMIT
+
+
+@pytest.fixture(scope="module")
+def report():
+    return aot_report("tenfold.attention.kernels")
+
+
+def _name(r):
+    c = r["constexprs"]
+    keys = ("D", "BLK", "SMOOTH", "PV", "CAUSAL")
+    return f"{r['kernel']} sm_{r['arch']} " + " ".join(f"{k}={c[k]}" for k in keys if k in c)
+
+
+def test_every_kernel_compiles(report):
+    assert {r["kernel"] for r in report} == {
+        "quant_kernel", "fwd_kernel", "bwd_dkdv_kernel", "bwd_dq_kernel"
+    }  # fmt: skip
+    bad = [f"{_name(r)}: {r['error']}" for r in report if r["error"]]
+    assert not bad, "\n".join(bad)
+
+
+def test_shared_memory_within_each_architecture(report):
+    over = [
+        f"{_name(r)}: {r['shared']} B > {SHARED_LIMIT[r['arch']]} B"
+        for r in report
+        if not r["error"] and r["shared"] > SHARED_LIMIT[r["arch"]]
+    ]
+    assert not over, "\n".join(over)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured: the D=64 FP8/INT8 forward spills 8-32 B on sm_90 (392 B on sm_89) at 255 "
+    "registers (issue 15: register pressure, not yet reduced)",
+)
+def test_no_register_spills_in_the_forward_kernels(report):
+    spills = [
+        f"{_name(r)}: {r['spill_bytes']} B"
+        for r in report
+        if r["kernel"] == "fwd_kernel" and r["spill_bytes"]
+    ]
+    assert not spills, "\n".join(spills)
