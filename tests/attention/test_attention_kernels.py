@@ -234,3 +234,12 @@ def test_int8_train_gradients_on_strided_inputs(kind):
     ).backward(do)
     for name, a, r in zip("qkv", xs, rs):
         assert _rl2(a.grad, r.grad) < 5 * KERNEL_TOL, name
+
+
+def test_quant_kernel_propagates_non_finite_input():
+    x = torch.randn(1, 2, 100, 64).half().to(DEV)
+    x[0, 1, 5, 3] = float("nan")
+    x[0, 0, 70, 0] = float("inf")
+    _, s = kernels.quant_int8(x, 64)
+    assert torch.isnan(s[0, 1, 0]) and torch.isnan(s[0, 0, 1])  # the blocks that hold them
+    assert torch.isfinite(s[0, 1, 1]) and torch.isfinite(s[0, 0, 0])

@@ -46,7 +46,10 @@ def quant_kernel(
         x = tl.where(inside, x - mu[None, :], 0.0)
     x = x * mult
     amax = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
-    s = tl.maximum(amax, TINY) / 127.0
+    # x * 0 is NaN only for NaN/inf x: such a block gets a NaN scale, as in the reference
+    # (clamp_min keeps NaN; tl.maximum on a GPU need not)
+    nanflag = tl.sum(tl.sum(x * 0.0, axis=1), axis=0)
+    s = tl.maximum(amax, TINY) / 127.0 + nanflag
     q = tl.minimum(tl.maximum(rne(x / s), -127.0), 127.0)
     qp = q_ptr + bh * T * D + rows[:, None] * D + cols[None, :]
     tl.store(qp, q.to(tl.int8), mask=inside)
