@@ -36,12 +36,9 @@ def test_shared_memory_within_each_architecture(report):
     assert not over, "\n".join(over)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured: the D=64 FP8/INT8 forward spills 8-32 B on sm_90 (392 B on sm_89) at 255 "
-    "registers (issue 15: register pressure, not yet reduced)",
-)
 def test_no_register_spills_in_the_forward_kernels(report):
+    """The forward is the hot kernel: its launch (8 warps; 64 query rows at head dim 64
+    below Hopper) was chosen so that no variant spills on any architecture."""
     spills = [
         f"{_name(r)}: {r['spill_bytes']} B"
         for r in report

@@ -67,7 +67,7 @@ def _quant_op(x: Tensor, mean: Tensor | None, mult: float, block: int) -> tuple[
     quant_kernel[(_nblk(T, block), B * H)](
         x, mu, q, s, T, H, mult, *x.stride(), mu.stride(0) if mean is not None else 0,
         mu.stride(1) if mean is not None else 0, s.shape[-1],
-        D=D, BLK=block, SMOOTH=mean is not None,
+        D=D, BLK=block, SMOOTH=mean is not None, **_quant_launch(D, block, _interpret()),
     )  # fmt: skip
     return q, s
 
@@ -80,12 +80,25 @@ def _(x, mean, mult, block):
     )
 
 
-def _fwd_launch(D: int, interpreted: bool) -> tuple[int, dict]:
-    """Query rows per program and launch options of the forward kernel (one place: the
-    wrapper launches with it, :func:`aot_specs` compiles with it)."""
+def _quant_launch(D: int, block: int, interpreted: bool) -> dict:
+    """8 warps for blocks of 8k values or more (4 spilled 80-352 B at 128 x D), else 4."""
+    return {} if interpreted else {"num_warps": 8 if D * block >= 8192 else 4}
+
+
+def _fwd_launch(D: int, interpreted: bool, arch: int = 90) -> tuple[int, dict]:
+    """Query rows per program and launch options of the forward kernel on compute capability
+    ``arch`` (one place: the wrapper launches with it, :func:`aot_specs` compiles with it).
+    Chosen from ptxas' register counts (``results/gpu-readiness/aot.csv``): 8 warps keep every
+    variant under 255 registers without spills; Ada and Ampere take 64 query rows at head
+    dim 64 (128 rows spilled 184-392 B there)."""
     if interpreted:
         return 64, {}
-    return 128, {"num_warps": 8 if D == 128 else 4, "num_stages": 3}
+    return (64 if D == 64 and arch < 90 else 128), {"num_warps": 8, "num_stages": 3}
+
+
+def _arch(x: Tensor) -> int:
+    major, minor = torch.cuda.get_device_capability(x.device)
+    return 10 * major + minor
 
 
 def _bwd_launch(D: int, interpreted: bool) -> dict:
@@ -105,7 +118,7 @@ def _fwd_op(
         B, H, Tq, D, dtype=torch.float32 if _interpret() else out_dtype, device=qi.device
     )
     lse = torch.empty(B, H, Tq, dtype=torch.float32, device=qi.device)
-    BM, launch = _fwd_launch(D, _interpret())
+    BM, launch = _fwd_launch(D, _interpret(), 90 if _interpret() else _arch(qi))
     fwd_kernel[(_nblk(Tq, BM), B * H)](
         qi, qs, ki, ks, v, vs, o, lse, H, H // Hk, Tq, Tk, causal_off, qs.shape[-1],
         ks.shape[-1], *o.stride(),
@@ -285,6 +298,7 @@ def aot_specs(full: bool = False) -> list[dict]:
     for D in (64, 128):
         for blk, smooth in ((qb, False), (BLOCK_N, True), (BWD, False))[: 3 if full else 2]:
             specs.append(dict(fn=T.quant_kernel, arch=90, types=quant_types,
+                              **_quant_launch(D, blk, False),
                               constexprs=dict(D=D, BLK=blk, SMOOTH=smooth)))  # fmt: skip
     fwd_types = {"q_ptr": "*i8", "qs_ptr": "*fp32", "k_ptr": "*i8", "ks_ptr": "*fp32",
                  "vs_ptr": "*fp32", "o_ptr": "*fp16", "lse_ptr": "*fp32"}  # fmt: skip
@@ -294,7 +308,7 @@ def aot_specs(full: bool = False) -> list[dict]:
             for pv in pvs:
                 for causal in (True, False) if full else (i % 2 == 0,):
                     i += 1
-                    BM, launch = _fwd_launch(D, False)
+                    BM, launch = _fwd_launch(D, False, arch)
                     specs.append(dict(
                         fn=T.fwd_kernel, arch=arch, **launch,
                         constexprs=dict(D=D, BM=BM, BN=BLOCK_N, QBLK=qb, CAUSAL=causal, PV=pv,
