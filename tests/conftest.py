@@ -74,3 +74,20 @@ def aot_report(module: str) -> list[dict]:
     )  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
     return json.loads(p.stdout)
+
+
+def aot_name(r: dict, keys: tuple[str, ...]) -> str:
+    """A compiled kernel's row of :func:`aot_report`, named by its constexprs ``keys``."""
+    c = r["constexprs"]
+    return f"{r['kernel']} sm_{r['arch']} " + " ".join(f"{k}={c[k]}" for k in keys if k in c)
+
+
+def aot_over_shared_memory(report: list[dict], keys: tuple[str, ...]) -> list[str]:
+    """The compiled kernels that need more shared memory than their architecture has."""
+    from tenfold.core.triton_util import SHARED_LIMIT
+
+    return [
+        f"{aot_name(r, keys)}: {r['shared']} B > {SHARED_LIMIT[r['arch']]} B"
+        for r in report
+        if not r["error"] and r["shared"] > SHARED_LIMIT[r["arch"]]
+    ]

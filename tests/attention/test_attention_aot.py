@@ -4,8 +4,7 @@ launch options the wrappers choose, on this CPU machine, with the ptxas of the T
 
 import pytest
 
-from conftest import aot_report
-from tenfold.core.triton_util import SHARED_LIMIT
+from conftest import aot_name, aot_over_shared_memory, aot_report
 
 
 @pytest.fixture(scope="module")
@@ -13,10 +12,11 @@ def report():
     return aot_report("tenfold.attention.kernels")
 
 
+KEYS = ("D", "BLK", "SMOOTH", "BM", "PV", "CAUSAL")
+
+
 def _name(r):
-    c = r["constexprs"]
-    keys = ("D", "BLK", "SMOOTH", "PV", "CAUSAL")
-    return f"{r['kernel']} sm_{r['arch']} " + " ".join(f"{k}={c[k]}" for k in keys if k in c)
+    return aot_name(r, KEYS)
 
 
 def test_every_kernel_compiles(report):
@@ -28,11 +28,7 @@ def test_every_kernel_compiles(report):
 
 
 def test_shared_memory_within_each_architecture(report):
-    over = [
-        f"{_name(r)}: {r['shared']} B > {SHARED_LIMIT[r['arch']]} B"
-        for r in report
-        if not r["error"] and r["shared"] > SHARED_LIMIT[r["arch"]]
-    ]
+    over = aot_over_shared_memory(report, KEYS)
     assert not over, "\n".join(over)
 
 

@@ -4,8 +4,7 @@ machine, with the ptxas of the Triton wheel."""
 
 import pytest
 
-from conftest import aot_report
-from tenfold.core.triton_util import SHARED_LIMIT
+from conftest import aot_name, aot_over_shared_memory, aot_report
 from tenfold.fallback.api import BLOCK_SIDES
 
 
@@ -14,10 +13,11 @@ def report():
     return aot_report("tenfold.fallback.kernels")
 
 
+KEYS = ("BR", "BC", "S", "A_MASK", "B_MASK")
+
+
 def _name(r):
-    c = r["constexprs"]
-    keys = ("BR", "BC", "S", "A_MASK", "B_MASK")
-    return f"{r['kernel']} sm_{r['arch']} " + " ".join(f"{k}={c[k]}" for k in keys if k in c)
+    return aot_name(r, KEYS)
 
 
 def test_every_kernel_compiles_for_every_block_side_the_config_allows(report):
@@ -28,9 +28,5 @@ def test_every_kernel_compiles_for_every_block_side_the_config_allows(report):
 
 
 def test_shared_memory_within_each_architecture(report):
-    over = [
-        f"{_name(r)}: {r['shared']} B > {SHARED_LIMIT[r['arch']]} B"
-        for r in report
-        if not r["error"] and r["shared"] > SHARED_LIMIT[r["arch"]]
-    ]
+    over = aot_over_shared_memory(report, KEYS)
     assert not over, "\n".join(over)
