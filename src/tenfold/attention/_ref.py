@@ -181,10 +181,6 @@ class Numerics:
             raise ValueError(f"smooth={self.smooth!r}: choose one of {SMOOTHING}")
         if self.bwd_dp not in ("16bit", "int8"):
             raise ValueError(f"bwd_dp={self.bwd_dp!r}: choose '16bit' or 'int8'")
-        for name in ("q_block", "k_block", "kv_tile"):
-            v = getattr(self, name)
-            if v < 1 or v & (v - 1):
-                raise ValueError(f"{name}={v} must be a positive power of two")
         if self.kv_tile % _group(self.pv) or (self.pv == "int8" and self.kv_tile % self.k_block):
             raise ValueError(
                 f"kv_tile={self.kv_tile} must hold whole groups of the {self.pv} P/V format"

@@ -122,29 +122,6 @@ class TrainConfig:
             log_every=">=0",
         )
 
-        def bad(msg):
-            raise ValueError(f"TrainConfig: {msg}")
-
-        if self.steps < 1:
-            bad(f"steps must be >= 1, got {self.steps}")
-        if self.batch_size < 1:
-            bad(f"batch_size must be >= 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            bad(f"lr must be a positive finite number, got {self.lr}")
-        if self.weight_decay < 0:
-            bad(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            bad(f"betas must be two numbers in [0, 1), got {self.betas}")
-        if self.schedule not in ("constant", "cosine"):
-            bad(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            bad(f"grad_clip must be > 0 or None, got {self.grad_clip}")
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            bad(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
-        for name in ("warmup_steps", "eval_every", "ckpt_every", "log_every"):
-            if getattr(self, name) < 0:
-                bad(f"{name} must be >= 0, got {getattr(self, name)}")
-
     def lr_factor(self, step: int) -> float:
         """Multiplier of every group's base LR at ``step`` (0-based)."""
         if self.warmup_steps and step < self.warmup_steps:

@@ -84,18 +84,6 @@ class MuPConfig:
             embed_std=">=0",
             vector_std=">=0",
         )
-        if not isinstance(self.base_width, int) or self.base_width < 1:
-            raise ValueError(
-                f"MuPConfig.base_width must be a positive int, got {self.base_width!r}"
-            )
-        for f in ("readout_mult", "init_std"):
-            v = getattr(self, f)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"MuPConfig.{f} must be a finite number > 0, got {v}")
-        for f in ("embed_std", "vector_std"):
-            v = getattr(self, f)
-            if not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"MuPConfig.{f} must be a finite number >= 0, got {v}")
 
 
 class MuReadout(nn.Linear):

@@ -50,8 +50,6 @@ class CoordCheckConfig:
         )
         check_families(self.backbones)
         check_heads(self.heads, "heads")
-        if self.steps < 1 or self.seeds < 1 or self.batch_size < 1 or self.depth < 0:
-            raise ValueError("steps, seeds and batch_size must be >= 1 and depth >= 0")
 
 
 def _coord_loss(family: str, batch_size: int):

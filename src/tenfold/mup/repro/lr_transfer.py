@@ -78,13 +78,6 @@ class LRTransferConfig:
         lrs = list(self.log2_lrs)
         if len(lrs) < 6 or lrs != sorted(set(lrs)):
             raise ValueError(f"log2_lrs must be >= 6 increasing values, got {self.log2_lrs}")
-        for f in ("seeds", "depth", "steps", "batch_size", "transfer_steps", "curve_points"):
-            if getattr(self, f) < 1:
-                raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
-        if self.val_noise < 1 or self.workers < 0:
-            raise ValueError("val_noise must be >= 1 and workers >= 0")
-        if not self.sp_lr > 0 or not self.readout_mult > 0:
-            raise ValueError("sp_lr and readout_mult must be > 0")
 
 
 _VAL_CACHE: dict = {}
