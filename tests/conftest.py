@@ -49,10 +49,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def aot_report(module: str) -> list[dict]:
+def aot_report(module: str, csv_path=None) -> list[dict]:
     """Compile ``module``'s Triton kernels (its ``aot_specs()``) for their GPU architectures
     in a subprocess without TRITON_INTERPRET (interpreted kernels cannot be compiled), with
-    the ptxas of the Triton wheel; skip with the reason where that is impossible."""
+    the ptxas of the Triton wheel; skip with the reason where that is impossible. With
+    ``csv_path`` the command also writes its CSV there."""
     import importlib.util
     import json
     import subprocess
@@ -69,25 +70,30 @@ def aot_report(module: str) -> list[dict]:
     if not probe.stdout.strip():
         pytest.skip("the Triton wheel has no ptxas (or no NVIDIA backend) on this machine")
     p = subprocess.run(
-        [sys.executable, "-m", "tenfold.core.triton_util", module],
+        [sys.executable, "-m", "tenfold.core.triton_util", module]
+        + (["--csv", str(csv_path)] if csv_path else []),
         capture_output=True, text=True, env=env, timeout=900,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
     return json.loads(p.stdout)
 
 
-def aot_name(r: dict, keys: tuple[str, ...]) -> str:
-    """A compiled kernel's row of :func:`aot_report`, named by its constexprs ``keys``."""
-    c = r["constexprs"]
-    return f"{r['kernel']} sm_{r['arch']} " + " ".join(f"{k}={c[k]}" for k in keys if k in c)
+def aot_name(r: dict) -> str:
+    """A compiled kernel's row of :func:`aot_report`, named as in the CSV."""
+    return f"{r['kernel']} sm_{r['arch']} {r['label']}"
 
 
-def aot_over_shared_memory(report: list[dict], keys: tuple[str, ...]) -> list[str]:
+def aot_spills(report: list[dict]) -> list[str]:
+    """The compiled kernels that spill registers."""
+    return [f"{aot_name(r)}: {r['spill_bytes']} B" for r in report if r.get("spill_bytes")]
+
+
+def aot_over_shared_memory(report: list[dict]) -> list[str]:
     """The compiled kernels that need more shared memory than their architecture has."""
     from tenfold.core.triton_util import SHARED_LIMIT
 
     return [
-        f"{aot_name(r, keys)}: {r['shared']} B > {SHARED_LIMIT[r['arch']]} B"
+        f"{aot_name(r)}: {r['shared']} B > {SHARED_LIMIT[r['arch']]} B"
         for r in report
         if not r["error"] and r["shared"] > SHARED_LIMIT[r["arch"]]
     ]

@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..core.triton_util import available, interpret, require, triton_modules
+from ..core.triton_util import available, cuda_arch, interpret, require, triton_modules
 from . import _ref
 
 __all__ = ["available", "attention", "quant_int8"]
@@ -88,21 +88,19 @@ def _quant_launch(D: int, block: int, interpreted: bool) -> dict:
 def _fwd_launch(D: int, interpreted: bool, arch: int = 90) -> tuple[int, dict]:
     """Query rows per program and launch options of the forward kernel on compute capability
     ``arch`` (one place: the wrapper launches with it, :func:`aot_specs` compiles with it).
-    Chosen from ptxas' register counts (``results/gpu-readiness/aot.csv``): 8 warps keep every
-    variant under 255 registers without spills; Ada and Ampere take 64 query rows at head
-    dim 64 (128 rows spilled 184-392 B there)."""
+    Chosen from ptxas' register counts (``results/gpu-readiness/aot-before.csv``, compiled
+    without a launch's specialisation): 8 warps keep every variant under 255 registers
+    without spills; Ada and Ampere take 64 query rows at head dim 64 (128 rows spilled
+    184-392 B there)."""
     if interpreted:
         return 64, {}
     return (64 if D == 64 and arch < 90 else 128), {"num_warps": 8, "num_stages": 3}
 
 
-def _arch(x: Tensor) -> int:
-    major, minor = torch.cuda.get_device_capability(x.device)
-    return 10 * major + minor
-
-
 def _bwd_launch(D: int, interpreted: bool) -> dict:
-    return {} if interpreted else {"num_warps": 4 if D == 64 else 8, "num_stages": 2}
+    """Launch options of the two backward kernels: 4 warps at head dim 64, 8 at 128, 3
+    stages (with 2, dK/dV spilled 24 B at D=128 on sm_80; ``results/gpu-readiness``)."""
+    return {} if interpreted else {"num_warps": 4 if D == 64 else 8, "num_stages": 3}
 
 
 @torch.library.custom_op("tenfold::sage_fwd", mutates_args=())
@@ -118,7 +116,7 @@ def _fwd_op(
         B, H, Tq, D, dtype=torch.float32 if _interpret() else out_dtype, device=qi.device
     )
     lse = torch.empty(B, H, Tq, dtype=torch.float32, device=qi.device)
-    BM, launch = _fwd_launch(D, _interpret(), 90 if _interpret() else _arch(qi))
+    BM, launch = _fwd_launch(D, _interpret(), cuda_arch(qi))
     fwd_kernel[(_nblk(Tq, BM), B * H)](
         qi, qs, ki, ks, v, vs, o, lse, H, H // Hk, Tq, Tk, causal_off, qs.shape[-1],
         ks.shape[-1], *o.stride(),
@@ -281,17 +279,25 @@ def attention(
 # --------------------------------------------------------------------------------------
 
 _V_TYPE = {0: "*fp8e4nv", 1: "*i8", 2: "*fp16"}
+_PV_NAME = {0: "fp8", 1: "int8", 2: "fp16"}
 
 
 def aot_specs(full: bool = False) -> list[dict]:
     """Every kernel at the constexprs and launch options the wrappers above choose on a GPU,
     for the architectures the dispatcher sends each variant to (``auto``: FP8 P.V on 8.9+,
-    FP16 P.V below; ``int8_train`` everywhere): what ``tenfold.core.triton_util`` compiles.
+    FP16 P.V below; ``int8_train`` everywhere): what ``tenfold.core.triton_util`` compiles,
+    each specialised as a launch on contiguous (B, H, T, D) = (2, 16, 4096, D) tensors with
+    4 query heads per K/V head would be.
     ``full=False`` (the tests): each kernel, head dim and P.V mode at least once, causal and
     not alternating; ``full=True``: every combination."""
     from . import _triton as T
 
     qb = _ref.VARIANTS["int8_train"].q_block
+    H, L = 16, 4096  # heads and sequence length of the example tensors
+
+    def bhtd(D):  # strides of a contiguous (B, H, T, D) tensor
+        return H * L * D, L * D, D, 1
+
     specs = []
     quant_types = {"x_ptr": "*fp16", "mean_ptr": "*fp32", "q_ptr": "*i8", "s_ptr": "*fp32",
                    "mult": "fp32"}  # fmt: skip
@@ -299,9 +305,14 @@ def aot_specs(full: bool = False) -> list[dict]:
         for blk, smooth in ((qb, False), (BLOCK_N, True), (BWD, False))[: 3 if full else 2]:
             specs.append(dict(fn=T.quant_kernel, arch=90, types=quant_types,
                               **_quant_launch(D, blk, False),
-                              constexprs=dict(D=D, BLK=blk, SMOOTH=smooth)))  # fmt: skip
+                              constexprs=dict(D=D, BLK=blk, SMOOTH=smooth),
+                              label=f"D={D} BLK={blk} SMOOTH={int(smooth)}",
+                              args=dict(zip(("sxb", "sxh", "sxt", "sxd"), bhtd(D)), T=L, H=H,
+                                        smb=H * D if smooth else 0, smh=D if smooth else 0,
+                                        nblk=_nblk(L, blk))))  # fmt: skip
     fwd_types = {"q_ptr": "*i8", "qs_ptr": "*fp32", "k_ptr": "*i8", "ks_ptr": "*fp32",
                  "vs_ptr": "*fp32", "o_ptr": "*fp16", "lse_ptr": "*fp32"}  # fmt: skip
+    common = dict(H=H, REP=4, Tq=L, Tk=L, off=0, nqb=_nblk(L, qb), nkb=_nblk(L, BLOCK_N))
     i = 0
     for arch, pvs in ((90, (0, 1, 2)), (89, (0,)), (80, (2, 1))):
         for D in (64, 128):
@@ -314,6 +325,8 @@ def aot_specs(full: bool = False) -> list[dict]:
                         constexprs=dict(D=D, BM=BM, BN=BLOCK_N, QBLK=qb, CAUSAL=causal, PV=pv,
                                         EMU=False),
                         types={**fwd_types, "v_ptr": _V_TYPE[pv]},
+                        label=f"D={D} BM={BM} PV={_PV_NAME[pv]} CAUSAL={int(causal)}",
+                        args=dict(zip(("sob", "soh", "sot", "sod"), bhtd(D)), **common),
                     ))  # fmt: skip
     bwd_types = {"q_ptr": "*i8", "qs_ptr": "*fp32", "k_ptr": "*i8", "ks_ptr": "*fp32",
                  "v_ptr": "*bf16", "do_ptr": "*bf16", "doq_ptr": "*i8", "dos_ptr": "*fp32",
@@ -325,5 +338,9 @@ def aot_specs(full: bool = False) -> list[dict]:
                 specs.append(dict(
                     fn=fn, arch=arch, **_bwd_launch(D, False), types=bwd_types,
                     constexprs=dict(D=D, BM=BWD, BN=BWD, QBLK=qb, CAUSAL=True, EMU=False),
+                    label=f"D={D} CAUSAL=1",
+                    args=dict(zip(("svb", "svh", "svt", "svd"), bhtd(D)),
+                              **dict(zip(("sdb", "sdh", "sdt", "sdd"), bhtd(D))), **common,
+                              **({"ndob": _nblk(L, BWD)} if fn is T.bwd_dkdv_kernel else {})),
                 ))  # fmt: skip
     return specs

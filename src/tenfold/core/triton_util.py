@@ -51,6 +51,15 @@ def require(x: Tensor, package: str) -> None:
         )
 
 
+def cuda_arch(x: Tensor) -> int:
+    """Compute capability of ``x``'s GPU as one number (9.0 -> 90), what the kernels' launch
+    rules take; 90 under the interpreter (no GPU)."""
+    if interpret() or not x.is_cuda:
+        return 90
+    major, minor = torch.cuda.get_device_capability(x.device)
+    return 10 * major + minor
+
+
 # ------------------------------------------------------------------ ahead-of-time compile
 # Kernels are compiled for a GPU architecture on a machine without one (the Triton wheel
 # bundles ptxas), so that a kernel that would not compile, spills registers or needs more
@@ -116,20 +125,41 @@ def aot_compile(
     arch: int = 90,
     num_warps: int = 4,
     num_stages: int = 3,
+    args: dict[str, int] | None = None,
 ) -> dict:
     """Compile the ``@triton.jit`` kernel ``fn`` for CUDA ``sm_<arch>`` without a GPU.
 
     ``types`` gives the type of each pointer (``"*fp16"``...) and of any non-i32 scalar;
-    other runtime arguments are i32, constexprs come from ``constexprs``. Returns the
-    kernel's registers per thread, spill bytes and shared memory."""
+    other runtime arguments are i32, constexprs come from ``constexprs``. ``args`` gives
+    example values of runtime integers (shapes, strides of a contiguous tensor) and then the
+    kernel is specialised as a launch with those values would be: a 1 becomes a constant, a
+    multiple of 16 is marked divisible by 16, and every pointer is taken as 16-byte aligned
+    (as PyTorch allocates). Without ``args`` nothing is specialised (the worst case: strided,
+    unaligned). Returns the kernel's registers per thread, spill bytes and shared memory."""
     triton, _ = triton_modules()
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    sig = {}
-    for name in fn.arg_names:
-        sig[name] = "constexpr" if name in constexprs else types.get(name, "i32")
-    src = ASTSource(fn, sig, constexprs=dict(constexprs))
+    unknown = sorted(set(args or {}) - set(fn.arg_names))
+    if unknown:
+        raise ValueError(f"{fn.__name__} has no arguments {unknown}")
+    consts = dict(constexprs)
+    sig, attrs = {}, {}
+    for i, name in enumerate(fn.arg_names):
+        if name in consts:
+            sig[name] = "constexpr"
+            continue
+        kind = types.get(name, "i32")
+        value = (args or {}).get(name)
+        if value == 1:
+            sig[name] = "constexpr"
+            consts[name] = 1
+            continue
+        sig[name] = kind
+        aligned = kind.startswith("*") or (value is not None and value % 16 == 0)
+        if args is not None and aligned:
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    src = ASTSource(fn, sig, constexprs=consts, attrs=attrs)
     k = triton.compile(
         src,
         target=GPUTarget("cuda", arch, 32),
@@ -139,31 +169,89 @@ def aot_compile(
     return {"shared": int(k.metadata.shared), **use}
 
 
-def _main(argv: list[str]) -> int:  # python -m tenfold.core.triton_util [--full] <module> ...
+CSV_FIELDS = ("method", "kernel", "arch", "config", "warps", "stages", "regs", "spill_bytes",
+              "shared_bytes", "specialised", "triton")  # fmt: skip
+
+
+def aot_run(modules: list[str], full: bool = False) -> list[dict]:
+    """Compile every spec of each module's ``aot_specs(full)``; one row per kernel with the
+    compile's numbers or its error (the tests assert on them)."""
     import importlib
-    import json
-    import sys
     import time
 
-    if interpret():
-        print("unset TRITON_INTERPRET: interpreted kernels cannot be compiled", file=sys.stderr)
-        return 2
-    full = "--full" in argv
-    out = []
-    for mod in (a for a in argv if a != "--full"):
+    rows = []
+    for mod in modules:
         for spec in importlib.import_module(mod).aot_specs(full=full):
             t0 = time.perf_counter()
-            row = {k: v for k, v in spec.items() if k not in ("fn", "types")}
+            row = {k: v for k, v in spec.items() if k not in ("fn", "types", "args", "label")}
             row["kernel"] = spec["fn"].__name__
+            row["label"] = spec.get("label") or " ".join(
+                f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in spec["constexprs"].items()
+            )
+            row["specialised"] = "args" in spec
+            row["method"] = mod.split(".")[1] if mod.startswith("tenfold.") else mod
             try:
-                opts = {k: spec[k] for k in ("arch", "num_warps", "num_stages") if k in spec}
+                keys = ("arch", "num_warps", "num_stages", "args")
+                opts = {k: spec[k] for k in keys if k in spec}
                 row.update(aot_compile(spec["fn"], spec["constexprs"], spec["types"], **opts))
                 row["error"] = None
             except Exception as e:  # noqa: BLE001 -- reported per kernel, the test asserts
                 row["error"] = f"{type(e).__name__}: {str(e)[-1500:]}"
             row["seconds"] = round(time.perf_counter() - t0, 2)
-            out.append(row)
-    print(json.dumps(out))
+            rows.append(row)
+    return rows
+
+
+def _csv_row(r: dict, triton_version: str) -> dict:
+    return {
+        "method": r["method"], "kernel": r["kernel"], "arch": f"sm_{r.get('arch', 90)}",
+        "config": r["label"], "warps": r.get("num_warps", 4), "stages": r.get("num_stages", 3),
+        "regs": r.get("regs"), "spill_bytes": r.get("spill_bytes"),
+        "shared_bytes": r.get("shared"), "specialised": int(r["specialised"]),
+        "triton": triton_version,
+    }  # fmt: skip
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m tenfold.core.triton_util [--full] [--csv FILE] <module> ...``: compile,
+    print the rows as JSON, and with ``--csv`` write them as ``results/gpu-readiness/aot.csv``
+    is written."""
+    import csv
+    import json
+    import sys
+
+    if interpret():
+        print("unset TRITON_INTERPRET: interpreted kernels cannot be compiled", file=sys.stderr)
+        return 2
+    args = list(argv)
+    full = "--full" in args
+    if full:
+        args.remove("--full")
+    out = None
+    if "--csv" in args:
+        i = args.index("--csv")
+        if i + 1 >= len(args):
+            print("--csv needs a file name", file=sys.stderr)
+            return 2
+        out = args[i + 1]
+        del args[i : i + 2]
+    if not args:
+        print("name the kernel modules, e.g. tenfold.attention.kernels", file=sys.stderr)
+        return 2
+    rows = aot_run(args, full)
+    print(json.dumps(rows))
+    if out is not None:
+        bad = [f"{r['kernel']} {r['label']}: {r['error']}" for r in rows if r["error"]]
+        if bad:
+            print("not written, these failed to compile:\n" + "\n".join(bad), file=sys.stderr)
+            return 1
+        version = triton_modules()[0].__version__
+        tmp = f"{out}.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
+            w.writeheader()
+            w.writerows(_csv_row(r, version) for r in rows)
+        os.replace(tmp, out)
     return 0
 
 

@@ -77,14 +77,20 @@ def gemm_kernel(
             acc_i += tl.dot(a, b, out_dtype=tl.int32)
         contrib = acc_i.to(tl.float32) * (sa[:, None] * sb[None, :])
         if A_MASK or B_MASK:
-            fb = tl.zeros((BM, BN), dtype=tl.int32)
+            # the fallback flags stay vectors (a row of A or a column of B falls back), and
+            # the epilogue adds the INT8 and the 16-bit part one after the other, so that no
+            # more than two (BM, BN) tiles are live at a time (register pressure)
+            fa = tl.zeros((BM,), dtype=tl.int32)
+            fn = tl.zeros((BN,), dtype=tl.int32)
             if A_MASK:
-                ma = tl.load(am + (offs_m // BA_R) * sam0 + k * sam1, mask=in_m, other=0)
-                fb = fb | ma.to(tl.int32)[:, None]
+                fa = tl.load(am + (offs_m // BA_R) * sam0 + k * sam1, mask=in_m, other=0)
+                fa = fa.to(tl.int32)
             if B_MASK:
-                mb = tl.load(bm + k * sbm0 + (offs_n // BB_C) * sbm1, mask=in_n, other=0)
-                fb = fb | mb.to(tl.int32)[None, :]
-            if tl.max(tl.max(fb, axis=1), axis=0) > 0:
+                fn = tl.load(bm + k * sbm0 + (offs_n // BB_C) * sbm1, mask=in_n, other=0)
+                fn = fn.to(tl.int32)
+            fb = (fa[:, None] | fn[None, :]) != 0
+            acc += tl.where(fb, 0.0, contrib)
+            if tl.max(fa, axis=0) + tl.max(fn, axis=0) > 0:
                 hi = tl.zeros((BM, BN), dtype=tl.float32)
                 for kk in range(0, S, BK):
                     ks = k * S + kk + offs_k
@@ -105,7 +111,8 @@ def gemm_kernel(
                         hi += tl.dot(a16.to(tl.float32), b16.to(tl.float32), input_precision="ieee")
                     else:
                         hi += tl.dot(a16, b16)
-                contrib = tl.where(fb != 0, hi, contrib)
-        acc += contrib
+                acc += tl.where(fb, hi, 0.0)
+        else:
+            acc += contrib
     out = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     tl.store(c + offs_m[:, None] * sc0 + offs_n[None, :] * sc1, acc, mask=out)

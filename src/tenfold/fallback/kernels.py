@@ -15,7 +15,7 @@ import functools
 import torch
 from torch import Tensor
 
-from ..core.triton_util import available, interpret, require, triton_modules
+from ..core.triton_util import available, cuda_arch, interpret, require, triton_modules
 from . import _ref
 from ._ref import QTensor
 
@@ -63,13 +63,19 @@ def _(x, br, bc):
     return x.new_empty(Rp, Cp, dtype=torch.int8), s, torch.empty_like(s), torch.empty_like(s)
 
 
-def _gemm_launch(step: int, interpreted: bool) -> tuple[int, int, int, dict]:
-    """(BK, BM, BN, launch options) of the GEMM for a reduction block ``step`` (one place:
-    the wrapper launches with it, :func:`aot_specs` compiles with it)."""
+def _gemm_launch(
+    step: int, interpreted: bool, arch: int = 90, hi: bool = False
+) -> tuple[int, int, int, dict]:
+    """(BK, BM, BN, launch options) of the GEMM for a reduction block ``step`` on compute
+    capability ``arch``, ``hi`` when 16-bit blocks take part (one place: the wrapper launches
+    with it, :func:`aot_specs` compiles with it). Chosen from ptxas' output
+    (``results/gpu-readiness/aot.csv``): 128 x 128 tiles, 8 warps, 3 stages, except the
+    16-bit path below Hopper, which takes 128 x 64 -- at 128 x 128 its staged 16-bit tiles
+    need 128 KB of shared memory at a block side of 128 (Ada has 99 KB) and spill 12-56 B."""
     BK = min(1 << (step - 1).bit_length(), 128)
     if interpreted:
         return BK, 32, 32, {}
-    return BK, 128, 128, {"num_warps": 8, "num_stages": 3}
+    return BK, 128, (64 if hi and arch < 90 else 128), {"num_warps": 8, "num_stages": 3}
 
 
 @torch.library.custom_op("tenfold::fallback_mixed_gemm", mutates_args=())
@@ -93,7 +99,7 @@ def _gemm_op(
     Mp, K = aq.shape
     Np = bq.shape[1]
     c = torch.empty(M, N, dtype=torch.float32, device=aq.device)
-    BK, BM, BN, launch = _gemm_launch(step, interpret())
+    BK, BM, BN, launch = _gemm_launch(step, interpret(), cuda_arch(aq), ah is not None)
     dummy = a_s  # never read when the matching MASK flag is off
 
     def st(t):
@@ -183,12 +189,15 @@ def mixed_gemm(a: QTensor, b: QTensor) -> Tensor:
 def aot_specs(full: bool = False) -> list[dict]:
     """The quantize kernel for the block shapes the config allows and the GEMM with and
     without 16-bit blocks, at the tiles and launch options of the wrappers above, for the
-    architectures with INT8 tensor cores that tenfold targets (Ampere, Ada, Hopper).
-    ``full=False`` (the tests): the smallest and largest reduction blocks; ``full=True``:
-    every block side."""
+    architectures with INT8 tensor cores that tenfold targets (Ampere, Ada, Hopper), each
+    specialised as a launch on contiguous 4096 x 4096 operands is (what ``mixed_gemm``
+    always gets: the quantized values and 16-bit copies it reads are fresh contiguous
+    buffers). ``full=False`` (the tests): the smallest and largest reduction blocks;
+    ``full=True``: every block side."""
     from . import _triton as T
     from .api import BLOCK_SIDES
 
+    n = 4096  # rows, columns and reduction length of the example operands
     sides = BLOCK_SIDES if full else (BLOCK_SIDES[0], BLOCK_SIDES[-1])
     specs = []
     for br, bc in [(s, s) for s in sides] + [(BLOCK_SIDES[-1], BLOCK_SIDES[0])]:
@@ -196,18 +205,25 @@ def aot_specs(full: bool = False) -> list[dict]:
             fn=T.quant_kernel, arch=90, constexprs=dict(BR=br, BC=bc),
             types={"x_ptr": "*bf16", "q_ptr": "*i8", "scale_ptr": "*fp32",
                    "absmax_ptr": "*fp32", "meansq_ptr": "*fp32"},
+            args=dict(R=n, C=n, sxr=n, sxc=1, sqr=n, sqc=1, Cb=n // bc), label=f"BR={br} BC={bc}",
         ))  # fmt: skip
     types = {"aq": "*i8", "a_s": "*fp32", "am": "*u8", "ah": "*bf16", "bq": "*i8",
              "b_s": "*fp32", "bm": "*u8", "bh": "*bf16", "c": "*fp32"}  # fmt: skip
     for arch in (90, 89, 80):
         for step in sides:
+            kb = n // step  # blocks along the reduction
+            args = dict(M=n, N=n, Mp=n, Np=n, K=n, saq0=n, saq1=1, sas0=kb, sas1=1, sam0=kb,
+                        sam1=1, sah0=n, sah1=1, sbq0=n, sbq1=1, sbs0=n // 32, sbs1=1,
+                        sbm0=n // 32, sbm1=1, sbh0=n, sbh1=1, sc0=n, sc1=1)  # fmt: skip
             for masks in ((False, False), (True, False), (True, True)):
                 if arch != 90 and masks == (True, False):
                     continue
-                BK, BM, BN, launch = _gemm_launch(step, False)
+                BK, BM, BN, launch = _gemm_launch(step, False, arch, hi=any(masks))
                 specs.append(dict(
-                    fn=T.gemm_kernel, arch=arch, **launch, types=types,
+                    fn=T.gemm_kernel, arch=arch, **launch, types=types, args=args,
                     constexprs=dict(S=step, BK=BK, BA_R=32, BB_C=32, BM=BM, BN=BN,
                                     A_MASK=masks[0], B_MASK=masks[1], HI_FP32=False),
+                    label=f"S={step} BK={BK} BM={BM} BN={BN} A_MASK={int(masks[0])} "
+                    f"B_MASK={int(masks[1])}",
                 ))  # fmt: skip
     return specs
