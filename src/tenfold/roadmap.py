@@ -8,12 +8,6 @@ from .core.experiment import MethodInfo
 
 PLANNED: tuple[MethodInfo, ...] = (
     MethodInfo(
-        "requant",
-        "2503.01901",
-        "PQI + ReQuant",
-        "accurate quantization-sensitivity metric, better post-training weight quantization",
-    ),
-    MethodInfo(
         "ddo",
         "2503.01103",
         "Direct Discriminative Optimization",
