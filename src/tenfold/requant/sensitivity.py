@@ -76,7 +76,9 @@ def lm_loss(model: nn.Module, batch: Tensor) -> Tensor:
                          "loss_fn for other models")  # fmt: skip
     out = model(batch[:, :-1])
     logits = out[0] if isinstance(out, tuple) else out  # (B, T-1, V)
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+    if logits.dtype != torch.float64:  # float64 models keep float64 losses (tiny dF)
+        logits = logits.float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
 
 
 @dataclass
