@@ -196,3 +196,15 @@ def test_quantlinear_matches_its_parts_and_checks_inputs():
     bits = q.stored_bits()
     assert bits == {"codes": 256 * 3, "grid": 16 * 16 + 16 * 3, "in_scale": 0,
                     "sparse": 2 * 48 + 9 * 32}  # fmt: skip
+
+
+def test_docs_usage_block_runs(capsys):
+    """The usage block of docs/requant.md runs as written."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "requant.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", doc, flags=re.S)[0]
+    exec(compile(code, "docs/requant.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert out.startswith("12 QuantLinear(in=64, out=64, bits=3, group=32, uniform, sparse=")
