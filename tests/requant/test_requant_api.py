@@ -94,7 +94,7 @@ def test_quantize_replaces_the_selected_layers_and_keeps_the_readout(calib):
     assert model_bits_per_weight(m) == pytest.approx(4 + 20 / 16)
 
 
-@pytest.mark.parametrize("base", ["rtn", "gptq", "awq"])
+@pytest.mark.parametrize("base", ["rtn", "gptq", "awq", "squeezellm"])
 def test_outliers_and_significant_weights_are_exact_and_within_budget(base, calib):
     ref = _lm()
     m = copy.deepcopy(ref)
@@ -143,6 +143,22 @@ def test_save_load_gives_bit_identical_outputs(tmp_path, calib):
         got = fresh(calib[:, :-1])[0]
     assert torch.equal(got, want)
     assert set(names) == {n for n, x in m.named_modules() if isinstance(x, QuantLinear)}
+
+
+def test_squeezellm_codebooks_save_and_load_bit_identically(tmp_path, calib):
+    m = _lm()
+    cfg = RequantConfig(base="squeezellm", bits=3, outlier_ratio="auto", adaptive=False)
+    names = quantize_(m, cfg, calib)  # group_size does not apply: one codebook per row
+    q = m.get_submodule(names[0])
+    assert q.codebook is not None and q.scale is None and q.codebook.shape == (q.out_features, 8)
+    m.eval()
+    with torch.no_grad():
+        want = m(calib[:, :-1])[0]
+    save_quantized(m, tmp_path / "s.safetensors")
+    fresh = _lm(seed=9)
+    load_quantized(fresh, tmp_path / "s.safetensors")
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(calib[:, :-1])[0], want)
 
 
 def test_loading_refuses_a_wrong_model_or_a_damaged_file(tmp_path, calib):

@@ -75,3 +75,32 @@ def test_gptq_and_awq_refuse_missing_or_wrong_calibration():
         awq_quantize(w, InputStats(64), 4, 32)
     with pytest.raises(ValueError, match="not positive definite"):
         gptq_quantize(w, -torch.eye(64, dtype=torch.float64), 4, 32, damp=0.0)
+
+
+def test_squeezellm_kmeans_lowers_the_fisher_weighted_error_below_its_uniform_start():
+    """Lloyd iterations never raise the weighted squared error of their start, a uniform
+    grid over each row's range (fp16 rounding of the codebook aside)."""
+    from tenfold.requant import squeezellm_quantize
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 128, generator=g)
+    f = torch.rand(16, 128, generator=g) ** 4
+    qw = squeezellm_quantize(w, f, 3)
+    assert qw.codebook.shape == (16, 8) and (qw.codebook.diff(dim=1) >= 0).all()
+    lo, hi = w.min(1, keepdim=True).values, w.max(1, keepdim=True).values
+    grid = lo + (hi - lo) * torch.linspace(0, 1, 8)[None, :]
+    start = torch.gather(grid, 1, (w[..., None] - grid[:, None, :]).abs().argmin(-1))
+    err = float((f * (w - qw.dequantize()) ** 2).sum())
+    assert err < 0.9 * float((f * (w - start) ** 2).sum())
+
+
+def test_squeezellm_keeps_a_weight_the_fisher_says_matters():
+    from tenfold.requant import squeezellm_quantize
+
+    w = torch.linspace(-1, 1, 64).repeat(2, 1)
+    f = torch.full_like(w, 1e-6)
+    f[0, 17] = 1e6
+    qw = squeezellm_quantize(w, f, 2)
+    assert abs(float(qw.dequantize()[0, 17] - w[0, 17])) < 1e-3  # its own centroid (fp16)
+    with pytest.raises(ValueError, match="Fisher diagonal must have the weight's shape"):
+        squeezellm_quantize(w, f[:1], 2)

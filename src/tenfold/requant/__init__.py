@@ -1,6 +1,6 @@
 """PQI + ReQuant (arXiv 2503.01901): an accurate quantization-sensitivity metric (the
 Post-quantization Integral) and dense-and-sparse post-training weight quantization on top of
-RTN, GPTQ and AWQ. See ``docs/requant.md``.
+RTN, GPTQ, AWQ and SqueezeLLM. See ``docs/requant.md``.
 
     from tenfold.requant import RequantConfig, quantize_, save_quantized
     quantize_(model, RequantConfig(base="gptq", bits=3, outlier_ratio=0.0025,
@@ -11,8 +11,15 @@ RTN, GPTQ and AWQ. See ``docs/requant.md``.
 from ..core.experiment import MethodInfo
 from .api import BaseQuantizer, RequantConfig, quantize_, select_layers
 from .qlinear import QuantLinear, load_quantized, model_bits_per_weight, save_quantized
-from .quantizers import InputStats, QuantWeight, awq_quantize, gptq_quantize, rtn_quantize
-from .requant import allocate_outliers
+from .quantizers import (
+    InputStats,
+    QuantWeight,
+    awq_quantize,
+    gptq_quantize,
+    rtn_quantize,
+    squeezellm_quantize,
+)
+from .requant import allocate_outliers, fisher_diagonal
 from .sensitivity import (
     Quadrature,
     Sensitivity,
@@ -45,6 +52,7 @@ __all__ = [
     "awq_quantize",
     "exact_delta",
     "fisher",
+    "fisher_diagonal",
     "gptq_quantize",
     "lm_loss",
     "load_quantized",
@@ -55,6 +63,7 @@ __all__ = [
     "rtn_quantize",
     "save_quantized",
     "select_layers",
+    "squeezellm_quantize",
     "taylor1",
     "taylor2",
 ]

@@ -4,8 +4,10 @@
 ``model`` by a :class:`~tenfold.requant.qlinear.QuantLinear`, in place, and returns the
 names of the layers it replaced. Steps, each switchable for the ablation:
 
-1. **Base quantization**, layer after layer in module order (``rtn``, ``gptq``, ``awq``):
-   each layer sees calibration inputs that went through the layers quantized before it.
+1. **Base quantization**, layer after layer in module order (``rtn``, ``gptq``, ``awq``,
+   ``squeezellm``): each layer sees calibration inputs that went through the layers
+   quantized before it. SqueezeLLM's codebooks are per output row (``group_size`` does not
+   apply) and weighted by the Fisher diagonal, measured once on the original model.
 2. **Outliers** (``outlier_ratio`` > 0 or ``"auto"``): the largest-magnitude weights leave
    the dense part for a sparse full-precision part, and the dense rest is quantized again
    by the base method (its grid no longer stretched by them). How many per layer is
@@ -35,7 +37,14 @@ from torch import Tensor
 from ..core.validate import ConfigError, check_config, config_fail
 from . import grid as G
 from .qlinear import QuantLinear
-from .quantizers import InputStats, QuantWeight, awq_quantize, gptq_quantize, rtn_quantize
+from .quantizers import (
+    InputStats,
+    QuantWeight,
+    awq_quantize,
+    gptq_quantize,
+    rtn_quantize,
+    squeezellm_quantize,
+)
 from .sensitivity import Quadrature, lm_loss
 
 __all__ = ["BaseQuantizer", "RequantConfig", "quantize_", "select_layers", "FilterFn"]
@@ -48,6 +57,7 @@ class BaseQuantizer(str, enum.Enum):
     RTN = "rtn"
     GPTQ = "gptq"
     AWQ = "awq"
+    SQUEEZELLM = "squeezellm"
 
 
 @dataclass(frozen=True)
@@ -174,7 +184,15 @@ def _capture(model, name: str, batches, run: Callable) -> InputStats:
     return stats
 
 
-def _base(cfg: RequantConfig, w: Tensor, stats: InputStats | None, group: int) -> QuantWeight:
+def _base(
+    cfg: RequantConfig,
+    w: Tensor,
+    stats: InputStats | None,
+    group: int,
+    fisher: Tensor | None = None,
+) -> QuantWeight:
+    if cfg.base is BaseQuantizer.SQUEEZELLM:
+        return squeezellm_quantize(w, fisher, cfg.bits)
     if cfg.base is BaseQuantizer.RTN:
         return rtn_quantize(w, cfg.bits, group)
     if cfg.base is BaseQuantizer.GPTQ:
@@ -191,6 +209,9 @@ def _check_model(model: nn.Module, names: list[str], cfg: RequantConfig) -> dict
             bad = int((~torch.isfinite(m.weight)).sum())
             raise ValueError(f"layer {n} has {bad} NaN/inf weights: quantizing them would hide "
                              "it; fix or skip the layer")  # fmt: skip
+        if cfg.base is BaseQuantizer.SQUEEZELLM:  # one codebook per row
+            groups[n] = m.in_features
+            continue
         try:
             groups[n] = G.groups_of(m.in_features, cfg.group_size)
         except ValueError as e:

@@ -1,4 +1,4 @@
-"""The base post-training weight quantizers, written here: RTN, GPTQ and AWQ.
+"""The base post-training weight quantizers, written here: RTN, GPTQ, AWQ and SqueezeLLM.
 
 Each takes one layer's weight W (out, in) -- and, except RTN, what the calibration data
 showed that layer -- and returns a :class:`QuantWeight`: integer codes on per-group grids
@@ -17,6 +17,12 @@ showed that layer -- and returns a :class:`QuantWeight`: integer codes on per-gr
   ``||X W^T - X (Q(W diag s) diag s^-1)^T||^2`` on the calibration inputs. The scale is kept
   with the layer (``in_scale``) instead of being folded into the previous norm, so any
   ``nn.Linear`` can take it. The weight-clipping search of the AWQ paper is not done.
+* **SqueezeLLM** (Kim et al. 2024): a non-uniform codebook of 2^b fp16 values per output row,
+  by k-means weighted by the diagonal Fisher information of each weight (the mean squared
+  per-sequence gradient): Lloyd iterations from a uniform grid over the row's range, empty
+  clusters kept where they were, the final codes chosen against the fp16-rounded codebook.
+  Its dense-and-sparse outliers are ReQuant's outlier step with the same ratio
+  (``outlier_ratio="auto"``, 0.45 %, ``adaptive=False`` for SqueezeLLM's own uniform rule).
 """
 
 from __future__ import annotations
@@ -28,23 +34,35 @@ from torch import Tensor
 
 from . import grid as G
 
-__all__ = ["QuantWeight", "rtn_quantize", "gptq_quantize", "awq_quantize", "InputStats"]
+__all__ = [
+    "QuantWeight",
+    "rtn_quantize",
+    "gptq_quantize",
+    "awq_quantize",
+    "squeezellm_quantize",
+    "InputStats",
+]
 
 
 @dataclass
 class QuantWeight:
     """One quantized weight: codes (out, in) on per-group uniform grids (scale, zero of shape
-    (out, in // group)), and AWQ's input-channel scale (in,) or None."""
+    (out, in // group)) or on a per-row ``codebook`` (out, 2^bits), and AWQ's input-channel
+    scale (in,) or None."""
 
     codes: Tensor
-    scale: Tensor
-    zero: Tensor
+    scale: Tensor | None
+    zero: Tensor | None
     bits: int
     group: int
     in_scale: Tensor | None = None
+    codebook: Tensor | None = None
 
     def dequantize(self) -> Tensor:
-        w = G.uniform_dequant(self.codes, self.scale, self.zero, self.group)  # (O, I)
+        if self.codebook is not None:
+            w = torch.gather(self.codebook.float(), 1, self.codes)  # (O, I)
+        else:
+            w = G.uniform_dequant(self.codes, self.scale, self.zero, self.group)  # (O, I)
         if self.in_scale is not None:
             w = w / self.in_scale.float()[None, :]
         return w
@@ -189,3 +207,36 @@ def awq_quantize(
         best = _uniform(W, bits, group)
         best.in_scale = torch.ones(W.shape[1])
     return best
+
+
+def _nearest(w: Tensor, cb: Tensor) -> Tensor:
+    """Index of the nearest codebook value per weight; ``cb`` (O, K) sorted along K."""
+    mids = (cb[:, 1:] + cb[:, :-1]) / 2  # (O, K-1)
+    return torch.searchsorted(mids.contiguous(), w.contiguous())  # (O, I) in [0, K-1]
+
+
+def squeezellm_quantize(w: Tensor, fisher_diag: Tensor, bits: int, iters: int = 20) -> QuantWeight:
+    """Fisher-weighted k-means codebooks, one per output row (see the module text)."""
+    if fisher_diag.shape != w.shape:
+        raise ValueError(f"the Fisher diagonal must have the weight's shape {tuple(w.shape)}, "
+                         f"got {tuple(fisher_diag.shape)}")  # fmt: skip
+    W = w.detach().float()
+    f = fisher_diag.detach().float().clamp(min=0) + 1e-12  # a weight of 0 still counts a bit
+    O, I = W.shape
+    K = 1 << bits
+    lo, hi = W.min(1, keepdim=True).values, W.max(1, keepdim=True).values
+    cb = lo + (hi - lo) * torch.linspace(0, 1, K)[None, :]  # (O, K)
+    for _ in range(iters):
+        codes = _nearest(W, cb)
+        num = torch.zeros(O, K).scatter_add_(1, codes, f * W)
+        den = torch.zeros(O, K).scatter_add_(1, codes, f)
+        new = torch.where(den > 0, num / den.clamp(min=1e-30), cb)
+        new, _ = torch.sort(new, 1)
+        if torch.equal(new, cb):
+            break
+        cb = new
+    cb = torch.sort(cb.to(G.SCALE_DTYPE).float(), 1).values  # what is stored is what is used
+    if torch.isnan(W).any():
+        cb = torch.where(torch.isnan(W).any(1, keepdim=True), float("nan"), cb)
+    codes = _nearest(torch.nan_to_num(W), torch.nan_to_num(cb))
+    return QuantWeight(codes, None, None, bits, I, codebook=cb)

@@ -32,9 +32,15 @@ from torch import Tensor
 from . import grid as G
 from .qlinear import QuantLinear
 from .quantizers import InputStats, QuantWeight
-from .sensitivity import pqi
+from .sensitivity import _grad_at, _sequences, pqi
 
-__all__ = ["allocate_outliers", "top_magnitude_mask", "requant_layers", "CANDIDATES"]
+__all__ = [
+    "allocate_outliers",
+    "fisher_diagonal",
+    "top_magnitude_mask",
+    "requant_layers",
+    "CANDIDATES",
+]
 
 CANDIDATES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # x the budget ratio, tried in every layer
 
@@ -94,6 +100,19 @@ def allocate_outliers(
     return pick(hi)
 
 
+def fisher_diagonal(model, names: list[str], batches, run) -> dict[str, Tensor]:
+    """Mean squared per-sequence gradient of each layer's weight (the empirical Fisher
+    diagonal SqueezeLLM weighs its k-means by), by layer name."""
+    params = {f"{n}.weight": model.get_submodule(n).weight.detach() for n in names}
+    acc = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    seqs = _sequences(batches)
+    for s in seqs:
+        g = _grad_at(model, list(params), params, [s], run)
+        for n in params:
+            acc[n] += g[n] ** 2
+    return {n: acc[f"{n}.weight"] / len(seqs) for n in names}
+
+
 def _bar(progress: bool, total: int, desc: str):
     if not progress:
         return None
@@ -104,8 +123,8 @@ def _bar(progress: bool, total: int, desc: str):
 
 def _build(qw: QuantWeight, mask: Tensor | None, weight: Tensor, bias: Tensor | None):
     return QuantLinear.from_parts(
-        qw.codes, qw.bits, qw.group, scale=qw.scale, zero=qw.zero, in_scale=qw.in_scale,
-        sparse_mask=mask, weight=weight, bias=bias,
+        qw.codes, qw.bits, qw.group, scale=qw.scale, zero=qw.zero, codebook=qw.codebook,
+        in_scale=qw.in_scale, sparse_mask=mask, weight=weight, bias=bias,
     ).to(weight.device)  # fmt: skip
 
 
@@ -124,7 +143,12 @@ def requant_layers(
     weights = {n: m.weight.detach().float().clone() for n, m in originals.items()}
     biases = {n: (m.bias.detach().clone() if m.bias is not None else None)
               for n, m in originals.items()}  # fmt: skip
-    need_stats = cfg.base is not BaseQuantizer.RTN or cfg.outlier_ratio_value > 0
+    need_stats = cfg.base in (BaseQuantizer.GPTQ, BaseQuantizer.AWQ) or (
+        cfg.outlier_ratio_value > 0 and cfg.adaptive
+    )
+    fish: dict[str, Tensor] = {}
+    if cfg.base is BaseQuantizer.SQUEEZELLM:  # Fisher diagonal of the original weights
+        fish = fisher_diagonal(model, names, batches, run)
     stats: dict[str, InputStats] = {}
     qws: dict[str, QuantWeight] = {}
     sparse: dict[str, Tensor | None] = dict.fromkeys(names)  # bool masks of the sparse part
@@ -133,7 +157,7 @@ def requant_layers(
     for n in names:  # 1. base, layer after layer
         if need_stats:
             stats[n] = _capture(model, n, batches, run)
-        qws[n] = _base(cfg, weights[n], stats.get(n), groups[n])
+        qws[n] = _base(cfg, weights[n], stats.get(n), groups[n], fish.get(n))
         _set_module(model, n, _build(qws[n], None, weights[n], biases[n]))
         if bar is not None:
             bar.update(1)
@@ -153,7 +177,9 @@ def requant_layers(
                 continue
             mask = top_magnitude_mask(weights[n], k)
             dense = torch.where(mask, torch.zeros_like(weights[n]), weights[n])
-            qws[n] = _base(cfg, dense, stats.get(n), groups[n])
+            f = fish.get(n)
+            f = torch.where(mask, torch.zeros_like(f), f) if f is not None else None
+            qws[n] = _base(cfg, dense, stats.get(n), groups[n], f)
             sparse[n] = mask
             _set_module(model, n, _build(qws[n], sparse[n], weights[n], biases[n]))
 
