@@ -70,6 +70,8 @@ class RequantConfig:
     takes the same ratio in every layer (the ablation's "base rule").
     ``significant_ratio``: share of weights detached by PQI, in ``steps`` steps; 0 off.
     ``calib_size``: how many calibration sequences are used (the first ones).
+    ``random_picks``: outliers and significant weights at random positions (same counts,
+    seeded by ``seed``): the ablation's control for the selection rules.
     """
 
     base: BaseQuantizer = BaseQuantizer.GPTQ
@@ -87,6 +89,7 @@ class RequantConfig:
     gptq_block: int = 128
     awq_grid: int = 20
     skip: tuple[str, ...] = ("lm_head",)
+    random_picks: bool = False
     seed: int = 0
 
     def __post_init__(self):

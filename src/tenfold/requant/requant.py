@@ -18,6 +18,8 @@ weights by PQI. Design choices, stated (the paper publishes neither algorithm):
   sparse, the ``significant_ratio / steps`` share of all quantized weights with the largest
   (signed) PQI -- the ones whose quantization raises the loss most -- is chosen across all
   layers at once and goes back to its original value in the sparse part.
+* ``random_picks`` replaces both choices by random positions of the same counts (seeded):
+  the control that says whether the selection rules matter.
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ def top_magnitude_mask(w: Tensor, k: int) -> Tensor:
     mask = torch.zeros(w.numel(), dtype=torch.bool)
     if k > 0:
         mask[torch.topk(w.detach().abs().reshape(-1), min(k, w.numel())).indices] = True
+    return mask.view_as(w)
+
+
+def _random_mask(w: Tensor, k: int, gen: torch.Generator) -> Tensor:
+    mask = torch.zeros(w.numel(), dtype=torch.bool)
+    mask[torch.randperm(w.numel(), generator=gen)[:k]] = True
     return mask.view_as(w)
 
 
@@ -164,6 +172,7 @@ def requant_layers(
     if bar is not None:
         bar.close()
 
+    gen = torch.Generator().manual_seed(cfg.seed)
     ratio = cfg.outlier_ratio_value
     if ratio > 0:  # 2. outliers
         if cfg.adaptive:
@@ -175,7 +184,10 @@ def requant_layers(
             k = round(ratios[n] * weights[n].numel())
             if k == 0:
                 continue
-            mask = top_magnitude_mask(weights[n], k)
+            if cfg.random_picks:
+                mask = _random_mask(weights[n], k, gen)
+            else:
+                mask = top_magnitude_mask(weights[n], k)
             dense = torch.where(mask, torch.zeros_like(weights[n]), weights[n])
             f = fish.get(n)
             f = torch.where(mask, torch.zeros_like(f), f) if f is not None else None
@@ -203,6 +215,9 @@ def requant_layers(
                     s[sparse[n]] = -float("inf")
                 scores.append(s.reshape(-1))
             flat = torch.cat(scores)
+            if cfg.random_picks:  # the same count at random positions not yet sparse
+                flat = torch.where(torch.isfinite(flat), torch.rand(flat.shape, generator=gen),
+                                   flat)  # fmt: skip
             take = torch.topk(flat, min(per_step, flat.numel())).indices
             chosen = torch.zeros(flat.numel(), dtype=torch.bool)
             chosen[take] = True

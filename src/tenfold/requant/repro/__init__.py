@@ -2,8 +2,10 @@
 
 * ``requant/sensitivity`` (:mod:`.sensitivity`) -- actual loss change of weight quantization
   against Taylor-1, Taylor-2, Fisher and PQI on the Python-docs LM.
+* ``requant/ptq`` (:mod:`.ptq`) -- held-out perplexity for each base quantizer and bit width,
+  with and without ReQuant, and the paper's ablation.
 """
 
-from . import sensitivity
+from . import ptq, sensitivity
 
-__all__ = ["sensitivity"]
+__all__ = ["ptq", "sensitivity"]
