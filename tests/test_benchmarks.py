@@ -31,3 +31,4 @@ def test_every_benchmark_runs_at_toy_size():
         and "per-vector rKA" in p.stdout
         and "attention sdpa math fwd" in p.stdout
     )
+    assert "quantize gptq +ReQuant" in p.stdout and "matmul QuantLinear 3b g128" in p.stdout
