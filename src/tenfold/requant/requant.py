@@ -162,9 +162,11 @@ def requant_layers(
     sparse: dict[str, Tensor | None] = dict.fromkeys(names)  # bool masks of the sparse part
 
     bar = _bar(progress, len(names), f"{cfg.base.value} {cfg.bits}-bit")
+    if need_stats and not cfg.sequential:  # every layer's inputs from one fp pass
+        stats = _capture(model, names, batches, run)
     for n in names:  # 1. base, layer after layer
-        if need_stats:
-            stats[n] = _capture(model, n, batches, run)
+        if need_stats and cfg.sequential:
+            stats[n] = _capture(model, [n], batches, run)[n]
         qws[n] = _base(cfg, weights[n], stats.get(n), groups[n], fish.get(n))
         _set_module(model, n, _build(qws[n], None, weights[n], biases[n]))
         if bar is not None:
