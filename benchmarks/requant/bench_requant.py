@@ -76,7 +76,7 @@ def run(toy: bool) -> list[dict]:
     calib = torch.randint(0, model.config.vocab_size, (8 if toy else 64, T + 1),
                           generator=torch.Generator().manual_seed(1))  # fmt: skip
     group = 32 if toy else 128
-    for base in ("rtn", "gptq", "awq", "squeezellm"):
+    for base in ("rtn", "gptq") if toy else ("rtn", "gptq", "awq", "squeezellm"):
         for requant in (False, True):
             extra = (
                 dict(outlier_ratio=0.0025, significant_ratio=0.0005, pqi_points=8)

@@ -100,7 +100,4 @@ def test_minilm_quick(tmp_path):
         assert 0.3 < r["cosine_to_fp32"] < 1.0
         assert r["recall@1"] <= r["recall@10"] <= 1.0
     assert rows[2]["bits_per_weight"] > rows[1]["bits_per_weight"]
-    assert {c.key for c in res.claims} == {
-        "requant-improves-rtn-3bit",
-        "requant-improves-gptq-3bit",
-    }
+    assert [c.key for c in res.claims] == ["requant-improves-rtn-3bit"]
