@@ -139,11 +139,6 @@ def select_layers(
     return out
 
 
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, new)
-
-
 def _calibration(calib, size: int) -> list:
     if isinstance(calib, Tensor):
         if calib.dim() < 1 or calib.shape[0] == 0:

@@ -32,7 +32,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from . import grid as G
-from .qlinear import QuantLinear
+from .qlinear import QuantLinear, _set_module
 from .quantizers import InputStats, QuantWeight
 from .sensitivity import _grad_at, _sequences, pqi
 
@@ -145,7 +145,7 @@ def requant_layers(
     cfg,
     progress: bool = False,
 ) -> list[str]:
-    from .api import BaseQuantizer, _base, _capture, _set_module
+    from .api import BaseQuantizer, _base, _capture
 
     originals: dict[str, nn.Linear] = {n: model.get_submodule(n) for n in names}
     weights = {n: m.weight.detach().float().clone() for n, m in originals.items()}
