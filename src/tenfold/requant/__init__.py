@@ -9,8 +9,15 @@ RTN, GPTQ, AWQ and SqueezeLLM. See ``docs/requant.md``.
 """
 
 from ..core.experiment import MethodInfo
-from .api import BaseQuantizer, RequantConfig, quantize_, select_layers
-from .qlinear import QuantLinear, load_quantized, model_bits_per_weight, save_quantized
+from .api import BaseQuantizer, RequantConfig, quantize_, select_embeddings, select_layers
+from .qlinear import (
+    QuantEmbedding,
+    QuantLinear,
+    QuantModule,
+    load_quantized,
+    model_bits_per_weight,
+    save_quantized,
+)
 from .quantizers import (
     InputStats,
     QuantWeight,
@@ -44,7 +51,9 @@ __all__ = [
     "BaseQuantizer",
     "InputStats",
     "Quadrature",
+    "QuantEmbedding",
     "QuantLinear",
+    "QuantModule",
     "QuantWeight",
     "RequantConfig",
     "Sensitivity",
@@ -62,6 +71,7 @@ __all__ = [
     "quantize_",
     "rtn_quantize",
     "save_quantized",
+    "select_embeddings",
     "select_layers",
     "squeezellm_quantize",
     "taylor1",

@@ -20,6 +20,15 @@ names of the layers it replaced. Steps, each switchable for the ablation:
 
 Everything a layer stores -- packed codes, fp16 grid, sparse values and indices -- counts in
 its ``bits_per_weight``.
+
+**Embeddings** (``embeddings=True``): every selected ``nn.Embedding`` becomes a
+:class:`~tenfold.requant.qlinear.QuantEmbedding` on the same per-group grid (groups along
+the embedding dimension) by RTN whatever the base: an embedding's input is one-hot, so the
+Hessian GPTQ and AWQ use is diagonal (token frequencies) and calibration has nothing to add
+beyond RTN. Outliers at ``outlier_ratio`` are taken out by magnitude (uniform rule); the PQI
+detach applies to linear layers only. An embedding tied to a linear layer that is quantized
+(the readout, when ``skip`` leaves it in) takes that layer's quantized weight, so the tie
+holds in value.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from torch import Tensor
 
 from ..core.validate import ConfigError, check_config, config_fail
 from . import grid as G
-from .qlinear import QuantLinear
+from .qlinear import QuantLinear, _set_module
 from .quantizers import (
     InputStats,
     QuantWeight,
@@ -47,7 +56,14 @@ from .quantizers import (
 )
 from .sensitivity import Quadrature, lm_loss
 
-__all__ = ["BaseQuantizer", "RequantConfig", "quantize_", "select_layers", "FilterFn"]
+__all__ = [
+    "BaseQuantizer",
+    "RequantConfig",
+    "quantize_",
+    "select_layers",
+    "select_embeddings",
+    "FilterFn",
+]
 
 FilterFn = Callable[[nn.Module, str], bool]
 CALIB_BATCH = 8  # sequences per calibration batch when calib is one tensor
@@ -76,6 +92,7 @@ class RequantConfig:
     before it (one calibration pass per layer, as GPTQ does); False takes every layer's
     inputs from one pass of the full-precision model (one pass in all: faster on deep models,
     slightly less accurate).
+    ``embeddings``: quantize the ``nn.Embedding`` tables too (RTN, see the module text).
     """
 
     base: BaseQuantizer = BaseQuantizer.GPTQ
@@ -95,6 +112,7 @@ class RequantConfig:
     skip: tuple[str, ...] = ("lm_head",)
     random_picks: bool = False
     sequential: bool = True
+    embeddings: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -129,6 +147,23 @@ def select_layers(
     out = []
     for name, mod in model.named_modules():
         if not name or not isinstance(mod, nn.Linear) or isinstance(mod, QuantLinear):
+            continue
+        if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name.split(".")[-1], p)
+               for p in skip):  # fmt: skip
+            continue
+        if filter_fn is not None and not filter_fn(mod, name):
+            continue
+        out.append(name)
+    return out
+
+
+def select_embeddings(
+    model: nn.Module, skip: Sequence[str] = (), filter_fn: FilterFn | None = None
+) -> list[str]:
+    """Names of the ``nn.Embedding`` tables ``quantize_(..., embeddings=True)`` would take."""
+    out = []
+    for name, mod in model.named_modules():
+        if not name or not isinstance(mod, nn.Embedding):
             continue
         if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name.split(".")[-1], p)
                for p in skip):  # fmt: skip
@@ -215,11 +250,18 @@ def _check_model(model: nn.Module, names: list[str], cfg: RequantConfig) -> dict
             bad = int((~torch.isfinite(m.weight)).sum())
             raise ValueError(f"layer {n} has {bad} NaN/inf weights: quantizing them would hide "
                              "it; fix or skip the layer")  # fmt: skip
-        if cfg.base is BaseQuantizer.SQUEEZELLM:  # one codebook per row
+        if isinstance(m, nn.Embedding):
+            if m.max_norm is not None:
+                raise ValueError(f"embedding {n} renormalises its rows (max_norm): a quantized "
+                                 "table cannot; skip it")  # fmt: skip
+            cols = m.embedding_dim
+        elif cfg.base is BaseQuantizer.SQUEEZELLM:  # one codebook per row
             groups[n] = m.in_features
             continue
+        else:
+            cols = m.in_features
         try:
-            groups[n] = G.groups_of(m.in_features, cfg.group_size)
+            groups[n] = G.groups_of(cols, cfg.group_size)
         except ValueError as e:
             raise ValueError(f"layer {n}: {e}") from None
     return groups
@@ -247,11 +289,23 @@ def quantize_(
         raise TypeError(f"quantize_ needs a RequantConfig, got {type(config).__name__}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"quantize_ needs an nn.Module, got {type(model).__name__}")
+    from .requant import quantize_embedding
+
     names = select_layers(model, config.skip, filter_fn)
-    if not names:
-        raise ValueError("quantize_ found no nn.Linear layer to quantize (check filter_fn and "
+    embs = select_embeddings(model, config.skip, filter_fn) if config.embeddings else []
+    if not names and not embs:
+        what = "nn.Linear or nn.Embedding" if config.embeddings else "nn.Linear"
+        raise ValueError(f"quantize_ found no {what} layer to quantize (check filter_fn and "
                          "config.skip)")  # fmt: skip
-    groups = _check_model(model, names, config)
+    groups = _check_model(model, names + embs, config)
     batches = _calibration(calib, config.calib_size)
     run = loss_fn or lm_loss
-    return requant_layers(model, names, groups, batches, run, config, progress)
+    # an embedding tied to a linear layer being quantized takes that layer's result
+    tied = {e: n for e in embs for n in names
+            if model.get_submodule(n).weight is model.get_submodule(e).weight}  # fmt: skip
+    if names:
+        requant_layers(model, names, groups, batches, run, config, progress)
+    for e in embs:
+        src = model.get_submodule(tied[e]) if e in tied else None
+        _set_module(model, e, quantize_embedding(model.get_submodule(e), config, groups[e], src))
+    return names + embs

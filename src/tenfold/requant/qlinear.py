@@ -1,7 +1,9 @@
-"""A real quantized layer: packed low-bit codes, fp16 scales and zero points (or a per-row fp16
+"""Real quantized layers: packed low-bit codes, fp16 scales and zero points (or a per-row fp16
 codebook), AWQ's input-channel scale, and a sparse full-precision part in CSR -- dequantized
 on the fly in ``forward`` -- and the save/load of a whole quantized model as one checked
-safetensors file.
+safetensors file. :class:`QuantLinear` replaces an ``nn.Linear``, :class:`QuantEmbedding` an
+``nn.Embedding`` (its table (num_embeddings, embedding_dim) is stored like a linear weight
+(out, in), so groups run along the embedding dimension); both are :class:`QuantModule`.
 
 The weight a :class:`QuantLinear` computes with is ``W = dense`` with the sparse positions
 replaced by their stored values: ``dense = (code - zero) * scale`` per group (uniform) or
@@ -23,16 +25,26 @@ from torch import Tensor
 from ..core.io import CheckpointError, load_tensors, save_tensors
 from . import grid as G
 
-__all__ = ["QuantLinear", "save_quantized", "load_quantized", "quantized_layers"]
+__all__ = [
+    "QuantModule",
+    "QuantLinear",
+    "QuantEmbedding",
+    "save_quantized",
+    "load_quantized",
+    "quantized_layers",
+]
 
 SPARSE_DTYPE = torch.float16
 FILE_KIND = "tenfold.requant.model.v1"
 
 
-class QuantLinear(nn.Module):
-    """``nn.Linear`` with a quantized weight (see the module text). Built by
+class QuantModule(nn.Module):
+    """A quantized weight (out, in) and how it is stored (see the module text); the layer
+    types :class:`QuantLinear` and :class:`QuantEmbedding` add what they compute. Built by
     :func:`tenfold.requant.quantize_` or :meth:`from_parts`; :func:`load_quantized` rebuilds
     it from a file."""
+
+    kind = "weight"
 
     def __init__(
         self,
@@ -85,7 +97,7 @@ class QuantLinear(nn.Module):
         sparse_mask: Tensor | None = None,
         weight: Tensor | None = None,
         bias: Tensor | None = None,
-    ) -> QuantLinear:
+    ) -> QuantModule:
         """From integer codes (out, in), their grid (``scale``/``zero`` per group, or a
         per-row ``codebook``), AWQ's ``in_scale``, and a boolean ``sparse_mask`` (out, in) of
         the positions that keep their value from ``weight`` in the sparse part."""
@@ -134,14 +146,6 @@ class QuantLinear(nn.Module):
             w = w.index_put((rows, self.sparse_col.long()), self.sparse_val.float())
         return w
 
-    def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"QuantLinear expects inputs with {self.in_features} features, "
-                             f"got shape {tuple(x.shape)}")  # fmt: skip
-        w = self.dequantize().to(x.dtype)
-        b = self.bias.to(x.dtype) if self.bias is not None else None
-        return F.linear(x, w, b)
-
     # ------------------------------------------------------------------ accounting
     @property
     def nnz(self) -> int:
@@ -166,21 +170,92 @@ class QuantLinear(nn.Module):
 
     def spec(self) -> dict:
         return {
-            "in_features": self.in_features, "out_features": self.out_features,
-            "bits": self.bits, "group": self.group, "bias": self.bias is not None,
-            "codebook": self.codebook is not None, "in_scale": self.in_scale is not None,
-            "nnz": self.nnz,
+            "type": self.kind, "in_features": self.in_features,
+            "out_features": self.out_features, "bits": self.bits, "group": self.group,
+            "bias": self.bias is not None, "codebook": self.codebook is not None,
+            "in_scale": self.in_scale is not None, "nnz": self.nnz,
         }  # fmt: skip
 
-    def extra_repr(self) -> str:
+    def _repr_kind(self) -> str:
         kind = "codebook" if self.codebook is not None else "uniform"
-        return (f"in={self.in_features}, out={self.out_features}, bits={self.bits}, "
-                f"group={self.group}, {kind}, sparse={self.nnz}, "
+        return (f"bits={self.bits}, group={self.group}, {kind}, sparse={self.nnz}, "
                 f"{self.bits_per_weight:.3f} bits/weight")  # fmt: skip
 
 
-def quantized_layers(model: nn.Module) -> dict[str, QuantLinear]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+class QuantLinear(QuantModule):
+    """``nn.Linear`` with a quantized weight (see the module text)."""
+
+    kind = "linear"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"QuantLinear expects inputs with {self.in_features} features, "
+                             f"got shape {tuple(x.shape)}")  # fmt: skip
+        w = self.dequantize().to(x.dtype)
+        b = self.bias.to(x.dtype) if self.bias is not None else None
+        return F.linear(x, w, b)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, {self._repr_kind()}"
+
+
+class QuantEmbedding(QuantModule):
+    """``nn.Embedding`` with a quantized table: ``weight`` rows are tokens, groups run along
+    the embedding dimension. ``forward`` dequantizes the table and looks the indices up."""
+
+    kind = "embedding"
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, bits: int, group: int,
+                 codebook: bool = False, in_scale: bool = False, nnz: int = 0,
+                 padding_idx: int | None = None):  # fmt: skip
+        super().__init__(embedding_dim, num_embeddings, bits, group, False, codebook, in_scale,
+                         nnz)  # fmt: skip
+        if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
+            raise ValueError(f"padding_idx {padding_idx} is outside [0, {num_embeddings})")
+        self.padding_idx = None if padding_idx is None else padding_idx % num_embeddings
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.out_features
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.in_features
+
+    @classmethod
+    def from_module(cls, q: QuantModule, padding_idx: int | None = None) -> QuantEmbedding:
+        """The same stored weight as ``q`` (e.g. the quantized readout an embedding is tied
+        to), as an embedding; every buffer is copied, so the values match exactly."""
+        e = cls(q.out_features, q.in_features, q.bits, q.group, q.codebook is not None,
+                q.in_scale is not None, q.nnz, padding_idx)  # fmt: skip
+        e.load_state_dict({k: v for k, v in q.state_dict().items() if k != "bias"})
+        return e.to(q.packed.device)
+
+    @classmethod
+    def from_parts(cls, codes: Tensor, bits: int, group: int, padding_idx: int | None = None,
+                   **parts) -> QuantEmbedding:  # fmt: skip
+        """As :meth:`QuantModule.from_parts` for a table (num_embeddings, embedding_dim)."""
+        if parts.get("bias") is not None:
+            raise ValueError("an embedding has no bias")
+        return cls.from_module(QuantLinear.from_parts(codes, bits, group, **parts), padding_idx)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        if idx.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"QuantEmbedding takes integer indices, got {idx.dtype}")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.num_embeddings):
+            raise IndexError(f"QuantEmbedding indices must lie in [0, {self.num_embeddings}), "
+                             f"got [{int(idx.min())}, {int(idx.max())}]")  # fmt: skip
+        return F.embedding(idx, self.dequantize(), self.padding_idx)
+
+    def spec(self) -> dict:
+        return {**super().spec(), "padding_idx": self.padding_idx}
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, {self._repr_kind()}"
+
+
+def quantized_layers(model: nn.Module) -> dict[str, QuantModule]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, QuantModule)}
 
 
 # ---------------------------------------------------------------------- files
@@ -201,7 +276,7 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, attr, new)
 
 
-def _check_layer(path, name: str, m: QuantLinear) -> None:
+def _check_layer(path, name: str, m: QuantModule) -> None:
     """What a loaded layer must satisfy before it computes anything."""
 
     def bad(msg):
@@ -227,7 +302,8 @@ def _check_layer(path, name: str, m: QuantLinear) -> None:
 
 def load_quantized(model: nn.Module, path: str | Path) -> list[str]:
     """Load a file of :func:`save_quantized` into ``model`` -- the same architecture, fresh or
-    not -- replacing each quantized layer's ``nn.Linear`` by its :class:`QuantLinear`.
+    not -- replacing each quantized layer's ``nn.Linear`` (``nn.Embedding``) by its
+    :class:`QuantLinear` (:class:`QuantEmbedding`).
     Everything is checked (checksum, kind, shapes, value ranges) before the model changes.
     Returns the names of the quantized layers."""
     tensors, meta = load_tensors(path)
@@ -236,23 +312,42 @@ def load_quantized(model: nn.Module, path: str | Path) -> list[str]:
     specs = meta.get("layers")
     if not isinstance(specs, dict) or not specs:
         raise CheckpointError(f"{path}: no quantized layers listed")
-    built: dict[str, QuantLinear] = {}
+    built: dict[str, QuantModule] = {}
     for name, s in specs.items():
+        if not isinstance(s, dict):
+            raise CheckpointError(f"{path}: layer {name}: bad spec {s!r}")
         try:
             old = model.get_submodule(name)
         except AttributeError:
             raise CheckpointError(f"{path}: the model has no layer {name!r}") from None
-        if not isinstance(old, (nn.Linear, QuantLinear)):
-            raise CheckpointError(f"{path}: {name} is a {type(old).__name__}, not a linear layer")
-        if (old.in_features, old.out_features) != (s.get("in_features"), s.get("out_features")):
+        kind = s.get("type", "linear")  # files before QuantEmbedding hold linear layers only
+        if kind not in ("linear", "embedding"):
+            raise CheckpointError(f"{path}: layer {name}: unknown layer type {kind!r}")
+        if kind == "embedding":
+            if not isinstance(old, (nn.Embedding, QuantEmbedding)):
+                raise CheckpointError(f"{path}: {name} is a {type(old).__name__}, not an "
+                                      "embedding")  # fmt: skip
+            have = (old.embedding_dim, old.num_embeddings)
+        else:
+            if not isinstance(old, (nn.Linear, QuantLinear)):
+                raise CheckpointError(f"{path}: {name} is a {type(old).__name__}, not a linear "
+                                      "layer")  # fmt: skip
+            have = (old.in_features, old.out_features)
+        if have != (s.get("in_features"), s.get("out_features")):
             raise CheckpointError(
-                f"{path}: {name} is {old.in_features} -> {old.out_features} in the model but "
+                f"{path}: {name} is {have[0]} -> {have[1]} in the model but "
                 f"{s.get('in_features')} -> {s.get('out_features')} in the file"
             )
         try:
-            q = QuantLinear(s["in_features"], s["out_features"], int(s["bits"]),
-                            int(s["group"]), bool(s["bias"]), bool(s["codebook"]),
-                            bool(s["in_scale"]), int(s["nnz"]))  # fmt: skip
+            if kind == "embedding":
+                pad = s.get("padding_idx")
+                q = QuantEmbedding(s["out_features"], s["in_features"], int(s["bits"]),
+                                   int(s["group"]), bool(s["codebook"]), bool(s["in_scale"]),
+                                   int(s["nnz"]), None if pad is None else int(pad))  # fmt: skip
+            else:
+                q = QuantLinear(s["in_features"], s["out_features"], int(s["bits"]),
+                                int(s["group"]), bool(s["bias"]), bool(s["codebook"]),
+                                bool(s["in_scale"]), int(s["nnz"]))  # fmt: skip
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: layer {name}: bad spec {s}: {e}") from None
         own = q.state_dict()

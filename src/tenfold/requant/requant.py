@@ -32,8 +32,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from . import grid as G
-from .qlinear import QuantLinear, _set_module
-from .quantizers import InputStats, QuantWeight
+from .qlinear import QuantEmbedding, QuantLinear, QuantModule, _set_module
+from .quantizers import InputStats, QuantWeight, rtn_quantize
 from .sensitivity import _grad_at, _sequences, pqi
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "fisher_diagonal",
     "top_magnitude_mask",
     "requant_layers",
+    "quantize_embedding",
     "CANDIDATES",
 ]
 
@@ -119,6 +120,25 @@ def fisher_diagonal(model, names: list[str], batches, run) -> dict[str, Tensor]:
         for n in params:
             acc[n] += g[n] ** 2
     return {n: acc[f"{n}.weight"] / len(seqs) for n in names}
+
+
+def quantize_embedding(
+    emb: nn.Embedding, cfg, group: int, tied: QuantModule | None = None
+) -> QuantEmbedding:
+    """``emb`` quantized by RTN on ``cfg``'s grid with magnitude outliers at
+    ``cfg.outlier_ratio`` (or, when ``tied`` is given, the quantized weight of the linear
+    layer it shares its table with)."""
+    if tied is not None:
+        return QuantEmbedding.from_module(tied, emb.padding_idx)
+    w = emb.weight.detach().float()
+    k = round(cfg.outlier_ratio_value * w.numel())
+    mask = top_magnitude_mask(w, k) if k else None
+    dense = torch.where(mask, torch.zeros_like(w), w) if mask is not None else w
+    qw = rtn_quantize(dense, cfg.bits, group)
+    return QuantEmbedding.from_parts(
+        qw.codes, cfg.bits, group, padding_idx=emb.padding_idx, scale=qw.scale, zero=qw.zero,
+        sparse_mask=mask, weight=w,
+    ).to(emb.weight.device)  # fmt: skip
 
 
 def _bar(progress: bool, total: int, desc: str):
