@@ -16,7 +16,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev]"
+	@# dev: the test tools; peers: torchao and HQQ, the quantizers requant is compared with
+	$(BIN)/pip install -q -e ".[dev,peers]"
 	@# Microsoft's mup 1.0.0, the anchor of tests/mup/test_mup_anchor.py. Its metadata asks for
 	@# torchvision (which would pull another torch) and plotting libraries its core never
 	@# imports; it needs only torch and pyyaml (in the dev extra), so it goes in without deps.

@@ -7,6 +7,7 @@ import pytest
 
 from tenfold.core.experiment import ConfigError, make_config, run_experiment
 from tenfold.core.models import minilm_available
+from tenfold.requant.peers import PEERS, peer_missing
 from tenfold.requant.repro.ptq import ABLATION, PTQConfig
 from tenfold.requant.repro.sensitivity import SensitivityConfig
 
@@ -65,6 +66,13 @@ def test_ptq_quick(tmp_path):
     assert res.claim("requant-improves-rtn-2bit").verdict.value == "holds"
     assert [a["variant"] for a in res.tables["ablation"]] == list(ABLATION)
     assert (run_dir / "ptq.png").is_file()
+    # the peers ran in the same run (where installed; else the notes say why not)
+    ran = [p for p in PEERS if peer_missing(p) is None]
+    assert [(r["peer"], r["bits"]) for r in res.tables["peers"]] == [(p, 2) for p in ran]
+    for r in res.tables["peers"]:
+        assert fp < r["ppl"] and 2 < r["bits_per_weight"] <= r["stored_bits_per_weight"]
+    for p in set(PEERS) - set(ran):
+        assert f"not run: {p}" in res.notes
 
 
 @pytest.mark.parametrize(
@@ -74,6 +82,7 @@ def test_ptq_quick(tmp_path):
         (dict(bases=("qtip",)), "bases"),
         (dict(calib_seeds=1), "calib_seeds"),
         (dict(ablation_base="hqq"), "ablation_base"),
+        (dict(peers=("gguf",)), r"peers\[0\] must be one of"),
     ],
 )
 def test_ptq_config_errors(over, match):

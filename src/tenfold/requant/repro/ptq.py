@@ -18,6 +18,7 @@ import torch
 from ...core.experiment import Claim, Result, RunContext, experiment
 from ...core.validate import ConfigError, check_config
 from ..api import RequantConfig, quantize_
+from ..peers import PEERS, peer_bits_per_weight, peer_missing, peer_quantize
 from ..qlinear import model_bits_per_weight
 from ..sensitivity import mean_loss
 from .models import FULL_LM, QUICK_LM, pretrained, windows
@@ -54,6 +55,7 @@ class PTQConfig:
     eval_windows: int = 64
     ablation_base: str = "squeezellm"
     ablation_bits: int = 3
+    peers: tuple[str, ...] = PEERS
     seed: int = 0
 
     def __post_init__(self):
@@ -63,6 +65,7 @@ class PTQConfig:
             group_size=">=1", outlier_ratio="[0,0.5)", significant_ratio="[0,0.5)",
             steps=">=1", pqi_points=">=1", calib=">=1", calib_seeds="[2,16]",
             eval_windows=">=1", ablation_base=BASES, ablation_bits="[2,8]", seed=">=0",
+            peers=PEERS if self.peers else "empty",
         )  # fmt: skip
         if len(set(self.bases)) != len(self.bases):
             raise ConfigError(f"PTQConfig.bases must not repeat a base, got {self.bases}")
@@ -139,6 +142,21 @@ def ptq(cfg: PTQConfig, ctx: RunContext) -> Result:
                 f"(full precision {fp_ppl:.3f})",
             ))  # fmt: skip
 
+    # the peers, on the same model, bits and groups (no calibration: no calibration noise)
+    peer_rows, missing = [], []
+    for p in cfg.peers:
+        why = peer_missing(p)
+        if why:
+            missing.append(why)
+            continue
+        for bits in cfg.bits:
+            ctx.log(f"peer {p} {bits}-bit")
+            m = copy.deepcopy(model)
+            peer_quantize(m, p, bits, cfg.group_size)
+            nominal, stored = peer_bits_per_weight(m)
+            peer_rows.append({"peer": p, "bits": bits, "ppl": _ppl(m, val),
+                              "bits_per_weight": nominal, "stored_bits_per_weight": stored})  # fmt: skip
+
     # the ablation, on one base and bit width
     abl = []
     for name, over in ABLATION.items():
@@ -165,11 +183,13 @@ def ptq(cfg: PTQConfig, ctx: RunContext) -> Result:
     return Result(
         metrics={"fp_ppl": fp_ppl},
         claims=claims,
-        tables={"ptq": rows, "ablation": abl},
+        tables={"ptq": rows, "peers": peer_rows, "ablation": abl},
         figures=[ctx.figure(_figure(rows, fp_ppl), "ptq")],
         notes=f"groups of {cfg.group_size} (SqueezeLLM: one codebook per row); ReQuant: "
         f"outliers {cfg.outlier_ratio:.2%} (self-adaptive), significant "
-        f"{cfg.significant_ratio:.2%} in {cfg.steps} steps of PQI at N = {cfg.pqi_points}",
+        f"{cfg.significant_ratio:.2%} in {cfg.steps} steps of PQI at N = {cfg.pqi_points}; peers "
+        f"(torchao IntxWeightOnlyConfig asymmetric, HQQ PyTorch backend) at the same bits and "
+        f"groups" + "".join(f"; not run: {w}" for w in missing),
     )
 
 
