@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ...core.experiment import Claim, Result, RunContext, experiment
 from ...core.validate import ConfigError, check_config
 from ..api import RequantConfig, quantize_
+from ..peers import PEERS, peer_bits_per_weight, peer_missing, peer_quantize
 from ..qlinear import model_bits_per_weight
 
 BASES = ("rtn", "gptq", "awq", "squeezellm")
@@ -41,6 +42,7 @@ class MiniLMConfig:
     pairs: int = 1000  # title/paragraph pairs for retrieval and fidelity
     calib: int = 64  # calibration paragraphs per set
     calib_seeds: int = 2
+    peers: tuple[str, ...] = PEERS
     seed: int = 0
 
     def __post_init__(self):
@@ -48,6 +50,7 @@ class MiniLMConfig:
             self, bases=BASES, bits="[2,8] unique", group_size=">=1",
             outlier_ratio="[0,0.5)", significant_ratio="[0,0.5)", steps=">=1",
             pqi_points=">=1", pairs=">=10", calib=">=1", calib_seeds="[2,16]", seed=">=0",
+            peers=PEERS if self.peers else "empty",
         )  # fmt: skip
         if len(set(self.bases)) != len(self.bases):
             raise ConfigError(f"MiniLMConfig.bases must not repeat a base, got {self.bases}")
@@ -149,6 +152,19 @@ def minilm(cfg: MiniLMConfig, ctx: RunContext) -> Result:
                 f"{rows[-1]['cosine_to_fp32']:.4f}; recall@10 {rows[-2]['recall@10']:.3f} -> "
                 f"{rows[-1]['recall@10']:.3f} (fp32 {fp['recall@10']:.3f})",
             ))  # fmt: skip
+    missing = []  # the peers, same layers, bits and groups (no calibration)
+    for p in cfg.peers:
+        why = peer_missing(p)
+        if why:
+            missing.append(why)
+            continue
+        for bits in cfg.bits:
+            ctx.log(f"peer {p} {bits}-bit")
+            m = copy.deepcopy(enc)
+            peer_quantize(m, p, bits, cfg.group_size, skip=("*pooler*",))
+            nominal, _stored = peer_bits_per_weight(m)
+            rows.append({"base": p, "bits": bits, "requant": False,
+                         **_evaluate(m, titles, paras, ref), "bits_per_weight": nominal})  # fmt: skip
     return Result(
         metrics={
             "fp32_recall@1": fp["recall@1"],
@@ -158,5 +174,7 @@ def minilm(cfg: MiniLMConfig, ctx: RunContext) -> Result:
         claims=claims,
         tables={"minilm": rows},
         notes=f"{len(evals)} title/paragraph pairs of the Python docs; groups of "
-        f"{cfg.group_size}; calibration {cfg.calib} paragraphs x {cfg.calib_seeds} sets",
+        f"{cfg.group_size}; calibration {cfg.calib} paragraphs x {cfg.calib_seeds} sets; peers "
+        f"(torchao, HQQ) in the same run, uncalibrated"
+        + "".join(f"; not run: {w}" for w in missing),
     )
