@@ -80,3 +80,18 @@ def test_peer_bad_requests():
             peer_quantize(bad, peer, 4, 32, skip=())
     with pytest.raises(ValueError, match="no peer-quantized layer"):
         peer_bits_per_weight(_net())
+
+
+def test_peer_rows_measure_each_peer_and_bit_width():
+    from tenfold.requant.peers import peer_rows
+
+    net = _net()
+    x = torch.randn(4, 128, generator=torch.Generator().manual_seed(2))
+    rows, missing = peer_rows(net, PEERS, (3, 4), 32, lambda m: {"out": float(m(x).abs().sum())},
+                              skip=())  # fmt: skip
+    ran = [p for p in PEERS if peer_missing(p) is None]
+    assert [(r["peer"], r["bits"]) for r in rows] == [(p, b) for p in ran for b in (3, 4)]
+    assert len(missing) == len(PEERS) - len(ran)
+    assert all(set(r) == {"peer", "bits", "bits_per_weight", "stored_bits_per_weight", "out"}
+               for r in rows)  # fmt: skip
+    assert isinstance(net[0], nn.Linear) and type(net[0].weight) is nn.Parameter  # untouched

@@ -144,26 +144,20 @@ def select_layers(
     model: nn.Module, skip: Sequence[str] = (), filter_fn: FilterFn | None = None
 ) -> list[str]:
     """Names of the ``nn.Linear`` layers ``quantize_`` would take, in module order."""
-    out = []
-    for name, mod in model.named_modules():
-        if not name or not isinstance(mod, nn.Linear) or isinstance(mod, QuantLinear):
-            continue
-        if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name.split(".")[-1], p)
-               for p in skip):  # fmt: skip
-            continue
-        if filter_fn is not None and not filter_fn(mod, name):
-            continue
-        out.append(name)
-    return out
+    return _select(model, nn.Linear, skip, filter_fn)
 
 
 def select_embeddings(
     model: nn.Module, skip: Sequence[str] = (), filter_fn: FilterFn | None = None
 ) -> list[str]:
     """Names of the ``nn.Embedding`` tables ``quantize_(..., embeddings=True)`` would take."""
+    return _select(model, nn.Embedding, skip, filter_fn)
+
+
+def _select(model, kind, skip, filter_fn) -> list[str]:
     out = []
     for name, mod in model.named_modules():
-        if not name or not isinstance(mod, nn.Embedding):
+        if not name or not isinstance(mod, kind) or isinstance(mod, QuantLinear):
             continue
         if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name.split(".")[-1], p)
                for p in skip):  # fmt: skip

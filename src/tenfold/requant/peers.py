@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -22,7 +22,7 @@ from torch import Tensor
 from .api import FilterFn, select_layers
 from .qlinear import _set_module
 
-__all__ = ["PEERS", "peer_missing", "peer_quantize", "peer_bits_per_weight"]
+__all__ = ["PEERS", "peer_missing", "peer_quantize", "peer_bits_per_weight", "peer_rows"]
 
 PEERS = ("torchao", "hqq")
 _INSTALL = "pip install 'tenfold[peers]' (torchao==0.18.0, hqq==0.2.8.post1)"
@@ -110,6 +110,36 @@ def peer_quantize(
             h = HQQLinear(lin, qc, compute_dtype=torch.float16, device="cpu")
             _set_module(model, n, _HQQ(h))
     return names
+
+
+def peer_rows(
+    model: nn.Module,
+    peers: Sequence[str],
+    bits: Sequence[int],
+    group_size: int,
+    evaluate: Callable[[nn.Module], dict],
+    skip: Sequence[str] = ("lm_head",),
+    log: Callable[[str], None] | None = None,
+) -> tuple[list[dict], list[str]]:
+    """For each peer that can run here and each bit width, a copy of ``model`` quantized by
+    it and measured: rows ``{peer, bits, bits_per_weight, stored_bits_per_weight,
+    **evaluate(copy)}``; and the reasons (:func:`peer_missing`) of the peers that cannot."""
+    rows, missing = [], []
+    for p in peers:
+        why = peer_missing(p)
+        if why:
+            missing.append(why)
+            continue
+        for b in bits:
+            if log is not None:
+                log(f"peer {p} {b}-bit")
+            m = copy.deepcopy(model)
+            peer_quantize(m, p, b, group_size, skip=skip)
+            nominal, stored = peer_bits_per_weight(m)
+            rows.append({"peer": p, "bits": b, "bits_per_weight": nominal,
+                         "stored_bits_per_weight": stored, **evaluate(m)})  # fmt: skip
+            del m
+    return rows, missing
 
 
 def _layer_bits(m: nn.Module) -> tuple[int, int, int] | None:

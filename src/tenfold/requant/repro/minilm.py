@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ...core.experiment import Claim, Result, RunContext, experiment
 from ...core.validate import ConfigError, check_config
 from ..api import RequantConfig, quantize_
-from ..peers import PEERS, peer_bits_per_weight, peer_missing, peer_quantize
+from ..peers import PEERS, peer_rows
 from ..qlinear import model_bits_per_weight
 
 BASES = ("rtn", "gptq", "awq", "squeezellm")
@@ -152,19 +152,12 @@ def minilm(cfg: MiniLMConfig, ctx: RunContext) -> Result:
                 f"{rows[-1]['cosine_to_fp32']:.4f}; recall@10 {rows[-2]['recall@10']:.3f} -> "
                 f"{rows[-1]['recall@10']:.3f} (fp32 {fp['recall@10']:.3f})",
             ))  # fmt: skip
-    missing = []  # the peers, same layers, bits and groups (no calibration)
-    for p in cfg.peers:
-        why = peer_missing(p)
-        if why:
-            missing.append(why)
-            continue
-        for bits in cfg.bits:
-            ctx.log(f"peer {p} {bits}-bit")
-            m = copy.deepcopy(enc)
-            peer_quantize(m, p, bits, cfg.group_size, skip=("*pooler*",))
-            nominal, _stored = peer_bits_per_weight(m)
-            rows.append({"base": p, "bits": bits, "requant": False,
-                         **_evaluate(m, titles, paras, ref), "bits_per_weight": nominal})  # fmt: skip
+    # the peers, same layers, bits and groups (no calibration)
+    peers, missing = peer_rows(enc, cfg.peers, cfg.bits, cfg.group_size,
+                               lambda m: _evaluate(m, titles, paras, ref), ("*pooler*",),
+                               ctx.log)  # fmt: skip
+    for r in peers:
+        rows.append({"base": r.pop("peer"), "bits": r.pop("bits"), "requant": False, **r})
     return Result(
         metrics={
             "fp32_recall@1": fp["recall@1"],

@@ -18,7 +18,7 @@ import torch
 from ...core.experiment import Claim, Result, RunContext, experiment
 from ...core.validate import ConfigError, check_config
 from ..api import RequantConfig, quantize_
-from ..peers import PEERS, peer_bits_per_weight, peer_missing, peer_quantize
+from ..peers import PEERS, peer_rows
 from ..qlinear import model_bits_per_weight
 from ..sensitivity import mean_loss
 from .models import FULL_LM, QUICK_LM, pretrained, windows
@@ -143,19 +143,8 @@ def ptq(cfg: PTQConfig, ctx: RunContext) -> Result:
             ))  # fmt: skip
 
     # the peers, on the same model, bits and groups (no calibration: no calibration noise)
-    peer_rows, missing = [], []
-    for p in cfg.peers:
-        why = peer_missing(p)
-        if why:
-            missing.append(why)
-            continue
-        for bits in cfg.bits:
-            ctx.log(f"peer {p} {bits}-bit")
-            m = copy.deepcopy(model)
-            peer_quantize(m, p, bits, cfg.group_size)
-            nominal, stored = peer_bits_per_weight(m)
-            peer_rows.append({"peer": p, "bits": bits, "ppl": _ppl(m, val),
-                              "bits_per_weight": nominal, "stored_bits_per_weight": stored})  # fmt: skip
+    peers, missing = peer_rows(model, cfg.peers, cfg.bits, cfg.group_size,
+                               lambda m: {"ppl": _ppl(m, val)}, log=ctx.log)  # fmt: skip
 
     # the ablation, on one base and bit width
     abl = []
@@ -183,7 +172,7 @@ def ptq(cfg: PTQConfig, ctx: RunContext) -> Result:
     return Result(
         metrics={"fp_ppl": fp_ppl},
         claims=claims,
-        tables={"ptq": rows, "peers": peer_rows, "ablation": abl},
+        tables={"ptq": rows, "peers": peers, "ablation": abl},
         figures=[ctx.figure(_figure(rows, fp_ppl), "ptq")],
         notes=f"groups of {cfg.group_size} (SqueezeLLM: one codebook per row); ReQuant: "
         f"outliers {cfg.outlier_ratio:.2%} (self-adaptive), significant "
