@@ -236,7 +236,11 @@ def _base(
     return awq_quantize(w, stats, cfg.bits, group, cfg.awq_grid)
 
 
-def _check_model(model: nn.Module, names: list[str], cfg: RequantConfig) -> dict[str, int]:
+def _check_model(
+    model: nn.Module, names: list[str], group_size: int | None, per_row: bool = False
+) -> dict[str, int]:
+    """Refuse NaN/inf weights and groups that do not divide a layer; the group length of each
+    layer (``per_row``: one group per row of the linear layers, as SqueezeLLM's codebooks)."""
     groups = {}
     for n in names:
         m = model.get_submodule(n)
@@ -249,13 +253,13 @@ def _check_model(model: nn.Module, names: list[str], cfg: RequantConfig) -> dict
                 raise ValueError(f"embedding {n} renormalises its rows (max_norm): a quantized "
                                  "table cannot; skip it")  # fmt: skip
             cols = m.embedding_dim
-        elif cfg.base is BaseQuantizer.SQUEEZELLM:  # one codebook per row
+        elif per_row:
             groups[n] = m.in_features
             continue
         else:
             cols = m.in_features
         try:
-            groups[n] = G.groups_of(cols, cfg.group_size)
+            groups[n] = G.groups_of(cols, group_size)
         except ValueError as e:
             raise ValueError(f"layer {n}: {e}") from None
     return groups
@@ -277,21 +281,20 @@ def quantize_(
     the calibration passes and, for ReQuant's significant weights, the PQI.
     ``filter_fn(module, name) -> bool`` narrows the layers; ``config.skip`` holds glob
     patterns of names left alone."""
-    from .requant import requant_layers
+    from .requant import quantize_embedding, requant_layers
 
     if not isinstance(config, RequantConfig):
         raise TypeError(f"quantize_ needs a RequantConfig, got {type(config).__name__}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"quantize_ needs an nn.Module, got {type(model).__name__}")
-    from .requant import quantize_embedding
-
     names = select_layers(model, config.skip, filter_fn)
     embs = select_embeddings(model, config.skip, filter_fn) if config.embeddings else []
     if not names and not embs:
         what = "nn.Linear or nn.Embedding" if config.embeddings else "nn.Linear"
         raise ValueError(f"quantize_ found no {what} layer to quantize (check filter_fn and "
                          "config.skip)")  # fmt: skip
-    groups = _check_model(model, names + embs, config)
+    groups = _check_model(model, names + embs, config.group_size,
+                          per_row=config.base is BaseQuantizer.SQUEEZELLM)  # fmt: skip
     batches = _calibration(calib, config.calib_size)
     run = loss_fn or lm_loss
     # an embedding tied to a linear layer being quantized takes that layer's result

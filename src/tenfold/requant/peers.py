@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .api import FilterFn, select_layers
+from .api import FilterFn, _check_model, select_layers
 from .qlinear import _set_module
 
 __all__ = ["PEERS", "peer_missing", "peer_quantize", "peer_bits_per_weight", "peer_rows"]
@@ -83,13 +83,7 @@ def peer_quantize(
     names = select_layers(model, skip, filter_fn)
     if not names:
         raise ValueError("peer_quantize found no nn.Linear layer to quantize")
-    for n in names:
-        m = model.get_submodule(n)
-        if m.in_features % group_size:
-            raise ValueError(f"layer {n}: group size {group_size} does not divide its "
-                             f"{m.in_features} input features")  # fmt: skip
-        if not torch.isfinite(m.weight).all():
-            raise ValueError(f"layer {n} has NaN/inf weights")
+    _check_model(model, names, group_size)  # the checks quantize_ makes
     if peer == "torchao":
         from torchao.quantization import IntxWeightOnlyConfig, MappingType
         from torchao.quantization import quantize_ as ao_quantize
@@ -138,7 +132,6 @@ def peer_rows(
             nominal, stored = peer_bits_per_weight(m)
             rows.append({"peer": p, "bits": b, "bits_per_weight": nominal,
                          "stored_bits_per_weight": stored, **evaluate(m)})  # fmt: skip
-            del m
     return rows, missing
 
 
