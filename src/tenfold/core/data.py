@@ -212,10 +212,10 @@ class GaussianMixture2D:
         return x, k
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """Exact mixture log-density of points x (n, 2) -> (n,)."""
-        d2 = (x[:, None, :] - self.means[None]).pow(2).sum(-1)  # (n, K)
-        logp = -d2 / (2 * self.std**2) - math.log(2 * math.pi * self.std**2)
-        return torch.logsumexp(logp, dim=1) - math.log(len(self.means))
+        """Exact mixture log-density of points x (n, 2) -> (n,), in x's dtype."""
+        from .metrics import mixture_log_prob
+
+        return mixture_log_prob(x, self.means, self.std).to(x.dtype)
 
 
 # --------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ __all__ = [
     "energy_distance",
     "off_mode_share",
     "mixture_log_density",
+    "mixture_log_prob",
 ]
 
 
@@ -311,18 +312,21 @@ def off_mode_share(samples: Tensor, means: Tensor, radius: float) -> float:
     return (_cdist(s, m).min(1).values > radius).double().mean().item()
 
 
-def mixture_log_density(
+def mixture_log_prob(
     samples: Tensor, means: Tensor, std: float, weights: Tensor | None = None
-) -> float:
-    """Mean log-density of ``samples`` (n, d) under the isotropic Gaussian mixture with
-    centres ``means`` (K, d), per-component std ``std`` and mixing ``weights`` (K,)
-    (uniform by default): how well samples sit on the true density. NaN on non-finite
-    samples."""
+) -> Tensor:
+    """Log-density (n,) float64 of each of ``samples`` (n, d) under the isotropic Gaussian
+    mixture with centres ``means`` (K, d), per-component std ``std`` and mixing ``weights``
+    (K,) (uniform by default). Non-finite samples give NaN."""
     std = check_number("std", std, ">0")
-    pair = _clouds(means, samples, ("means", "samples"))
-    if pair is None:
-        return math.nan
-    m, s = pair
+    check_tensor("samples", samples, ndim=2, floating=True)
+    check_tensor("means", means, ndim=2, floating=True)
+    if samples.shape[1] != means.shape[1]:
+        raise ValueError(
+            f"means and samples must have the same feature dimension, got "
+            f"{tuple(means.shape)} and {tuple(samples.shape)}"
+        )
+    s, m = samples.detach().cpu().double(), means.detach().cpu().double()
     K, d = m.shape
     if weights is None:
         logw = torch.full((K,), -math.log(K), dtype=torch.float64)
@@ -331,9 +335,18 @@ def mixture_log_density(
         w = weights.detach().cpu().double()
         if w.shape[0] != K or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
             raise ValueError(
-                f"weights must be {K} finite non-negative numbers with a positive sum, got {w.tolist()}"
+                f"weights must be {K} finite non-negative numbers with a positive sum, "
+                f"got {w.tolist()}"
             )
         logw = (w / w.sum()).log()
     sq = _cdist(s, m).pow(2)  # (n, K)
     logp = logw[None] - sq / (2 * std * std) - d * math.log(std * math.sqrt(2 * math.pi))
-    return torch.logsumexp(logp, 1).mean().item()
+    return torch.logsumexp(logp, 1)
+
+
+def mixture_log_density(
+    samples: Tensor, means: Tensor, std: float, weights: Tensor | None = None
+) -> float:
+    """Mean log-density of ``samples`` under the mixture of :func:`mixture_log_prob`: how
+    well samples sit on the true density. NaN on non-finite samples."""
+    return mixture_log_prob(samples, means, std, weights).mean().item()
