@@ -19,7 +19,14 @@ from tenfold.core.experiment import ConfigError, make_config, run_experiment
 @pytest.mark.slow
 @pytest.mark.python_docs
 def test_accuracy_quick(tmp_path):
-    res, run_dir = run_experiment("attention/accuracy", "quick", out=tmp_path, progress=False)
+    # half the preset's training of the captured DiT and LM (75 and 50 steps): what is pinned
+    # below is the numerics of the attention variants, which hold on these models as well
+    # (measured: int8 plug-and-play 0.011 +/- 0.039 % vs a 1 % margin; two-level P 0.003
+    # halvings; cosines 0.99984-0.99997) at a third less of make test's time
+    res, run_dir = run_experiment(
+        "attention/accuracy", "quick", {"lm_steps": 50, "dit_steps": 75}, out=tmp_path,
+        progress=False,
+    )  # fmt: skip
     assert len(res.claims) == 7
     verdict = {c.key: c.verdict.value for c in res.claims}
     # pinned where the quick scale settles it, by several times the measured noise on any
