@@ -246,57 +246,46 @@ def _mean_dist(x: Tensor, y: Tensor, fn, same: bool) -> float:
     return total / n
 
 
+def _two_samples(x: Tensor, y: Tensor, what: str) -> tuple[Tensor, Tensor] | None:
+    pair = _clouds(x, y, ("x", "y"))
+    if pair is not None and (pair[0].shape[0] < 2 or pair[1].shape[0] < 2):
+        raise ValueError(
+            f"{what} needs at least 2 samples in each set, got {x.shape[0]} and {y.shape[0]}"
+        )
+    return pair
+
+
+def _discrepancy(a: Tensor, b: Tensor, fn) -> float:
+    """E fn(a, a') + E fn(b, b') - 2 E fn(a, b) of the pairwise distances, unbiased."""
+    return _mean_dist(a, a, fn, True) + _mean_dist(b, b, fn, True) - 2 * _mean_dist(a, b, fn, False)
+
+
 def mmd(x: Tensor, y: Tensor, bandwidth: float | None = None) -> float:
     """Unbiased squared maximum mean discrepancy between samples x (n, d) and y (m, d) with
     the Gaussian kernel exp(-||a - b||^2 / (2 h^2)). ``bandwidth`` h defaults to the median
     pairwise distance of the pooled samples (the median heuristic). It can be slightly
     negative when the two sets come from one distribution. NaN on non-finite input."""
-    pair = _clouds(x, y, ("x", "y"))
+    pair = _two_samples(x, y, "mmd")
     if pair is None:
         return math.nan
     a, b = pair
-    if a.shape[0] < 2 or b.shape[0] < 2:
-        raise ValueError(
-            f"mmd needs at least 2 samples in each set, got {a.shape[0]} and {b.shape[0]}"
-        )
     if bandwidth is None:
         pool = torch.cat([a, b])
         g = torch.Generator().manual_seed(0)
-        sub = pool[torch.randperm(len(pool), generator=g)[:2048]]
-        d = torch.pdist(sub)
-        h = d.median().item()
+        h = torch.pdist(pool[torch.randperm(len(pool), generator=g)[:2048]]).median().item()
         if h == 0:
             h = 1.0  # every sample identical: any bandwidth gives the same (zero) answer
     else:
         h = check_number("bandwidth", bandwidth, ">0")
-
-    def k(d):
-        return torch.exp(-(d * d) / (2 * h * h))
-
-    return _mean_dist(a, a, k, True) + _mean_dist(b, b, k, True) - 2 * _mean_dist(a, b, k, False)
+    return _discrepancy(a, b, lambda d: torch.exp(-(d * d) / (2 * h * h)))
 
 
 def energy_distance(x: Tensor, y: Tensor) -> float:
     """Energy distance 2 E||X - Y|| - E||X - X'|| - E||Y - Y'|| between samples x (n, d) and
     y (m, d) (Szekely and Rizzo), with the unbiased within-set terms: zero in expectation for
     one distribution, positive otherwise. NaN on non-finite input."""
-    pair = _clouds(x, y, ("x", "y"))
-    if pair is None:
-        return math.nan
-    a, b = pair
-    if a.shape[0] < 2 or b.shape[0] < 2:
-        raise ValueError(
-            f"energy_distance needs at least 2 samples in each set, got {a.shape[0]} and {b.shape[0]}"
-        )
-
-    def ident(d):
-        return d
-
-    return (
-        2 * _mean_dist(a, b, ident, False)
-        - _mean_dist(a, a, ident, True)
-        - _mean_dist(b, b, ident, True)
-    )
+    pair = _two_samples(x, y, "energy_distance")
+    return math.nan if pair is None else -_discrepancy(*pair, lambda d: d)
 
 
 def off_mode_share(samples: Tensor, means: Tensor, radius: float) -> float:
