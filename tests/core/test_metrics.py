@@ -11,6 +11,7 @@ from tenfold.core.metrics import (
     frechet_distance,
     mixture_log_density,
     mmd,
+    off_mode_mask,
     off_mode_share,
     precision_recall,
     psnr,
@@ -113,6 +114,9 @@ def test_mixture_metrics_by_hand():
     means = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
     s = torch.tensor([[0.0, 0.5], [5.0, 0.0], [10.0, -2.0]])
     assert off_mode_share(s, means, radius=1.0) == pytest.approx(2 / 3)
+    assert off_mode_mask(s, means, radius=1.0).tolist() == [False, True, True]
+    assert off_mode_mask(s, means, radius=2.5).tolist() == [False, False, False]
+    assert off_mode_mask(torch.full((2, 2), math.nan), means, 1.0) is None
     # one 1-D component at 0, std 1: log N(0; 0, 1) = -log(2 pi) / 2
     lp = mixture_log_density(torch.zeros(3, 1), torch.zeros(1, 1), std=1.0)
     assert lp == pytest.approx(-0.5 * math.log(2 * math.pi), rel=1e-12)

@@ -39,6 +39,7 @@ __all__ = [
     "mmd",
     "energy_distance",
     "off_mode_share",
+    "off_mode_mask",
     "mixture_log_density",
     "mixture_log_prob",
 ]
@@ -293,12 +294,20 @@ def off_mode_share(samples: Tensor, means: Tensor, radius: float) -> float:
     ``means`` (K, d): the mass a model puts between the modes of a mixture (for isotropic
     modes of std sigma, a radius of 3 sigma keeps ~99 % of true 2-D samples on their mode).
     NaN on non-finite input."""
+    mask = off_mode_mask(samples, means, radius)
+    return math.nan if mask is None else mask.double().mean().item()
+
+
+def off_mode_mask(samples: Tensor, means: Tensor, radius: float) -> Tensor | None:
+    """Which of ``samples`` (n, d) lie off every mode (see :func:`off_mode_share`) -> (n,)
+    bool, e.g. for the paired difference of two models sampled from the same noise. None on
+    non-finite input."""
     radius = check_number("radius", radius, ">0")
     pair = _clouds(means, samples, ("means", "samples"))
     if pair is None:
-        return math.nan
+        return None
     m, s = pair
-    return (_cdist(s, m).min(1).values > radius).double().mean().item()
+    return _cdist(s, m).min(1).values > radius
 
 
 def mixture_log_prob(
