@@ -31,7 +31,7 @@ from ...core.validate import check_config
 from ..api import DDOConfig, sequence_log_prob
 from ..selfplay import DiffusionFakes, SelfPlayConfig, TokenFakes, self_play
 
-NAMESPACE, VERSION = "ddo", 1
+NAMESPACE, VERSION = "ddo", 2
 LO, HI = -3.0, 3.0  # the AR model's bins cover [LO, HI]^2
 
 
@@ -44,8 +44,8 @@ class ToyConfig:
     n_val: int = 2048
     n_test: int = 4096
     # diffusion: a small residual MLP denoiser
-    width: int = 64
-    depth: int = 2
+    width: int = 128
+    depth: int = 3
     pretrain_steps: int = 3000
     pretrain_lr: float = 2e-3
     sampler_steps: int = 18
