@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import multiprocessing as mp
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -77,3 +79,21 @@ def bench_main(prog: str, run, argv=None) -> list[dict]:
     if args.csv:
         append_csv(args.csv, rows)
     return rows
+
+
+def in_child(fn: Callable, *args):
+    """(result, seconds, peak RSS growth in MB) of ``fn(*args)`` run in a forked worker
+    (Linux), so that the peak belongs to that call alone and includes PyTorch's own
+    allocations. ``fn`` must be a module-level function."""
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_measure, (fn, *args))
+
+
+def _measure(fn, *args):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    out = fn(*args)
+    dt = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return out, dt, (after - before) / 1024

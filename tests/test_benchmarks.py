@@ -32,3 +32,4 @@ def test_every_benchmark_runs_at_toy_size():
         and "attention sdpa math fwd" in p.stdout
     )
     assert "quantize gptq +ReQuant" in p.stdout and "matmul QuantLinear 3b g128" in p.stdout
+    assert "dit-digits  ddo " in p.stdout and "ddo+online" in p.stdout

@@ -19,13 +19,10 @@ step (Linux), so it includes PyTorch's own allocations.
 from __future__ import annotations
 
 import copy
-import multiprocessing as mp
-import resource
-import time
 
 import torch
 
-from benchmarks.common import bench, bench_main, device_name
+from benchmarks.common import bench, bench_main, device_name, in_child
 from tenfold.core.models.lm import LM, LMConfig
 from tenfold.requant import QuantLinear, RequantConfig, model_bits_per_weight, pqi, quantize_
 from tenfold.requant import grid as G
@@ -36,22 +33,6 @@ def _model(toy: bool) -> LM:
     if toy:
         return LM(LMConfig(vocab_size=256, block_size=32, n_layer=1, n_heads=2, head_dim=32))
     return LM(LMConfig(vocab_size=2048, block_size=128, n_layer=4, n_heads=4, head_dim=32))
-
-
-def _in_child(fn, *args):
-    """(result, seconds, peak RSS growth in MB) of ``fn(*args)`` run in a forked worker."""
-    ctx = mp.get_context("fork")
-    with ctx.Pool(1) as pool:
-        return pool.apply(_measure, (fn, *args))
-
-
-def _measure(fn, *args):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t = time.perf_counter()
-    out = fn(*args)
-    dt = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return out, dt, (after - before) / 1024
 
 
 def _quantize(model, cfg, calib):
@@ -85,14 +66,14 @@ def run(toy: bool) -> list[dict]:
             )
             cfg = RequantConfig(base=base, bits=3, group_size=group, calib_size=calib.shape[0],
                                 **extra)  # fmt: skip
-            bpw, s, mb = _in_child(_quantize, model, cfg, calib)
+            bpw, s, mb = in_child(_quantize, model, cfg, calib)
             rows.append({"case": f"quantize {base}" + (" +ReQuant" if requant else ""),
                          "shape": f"LM {model.config.n_layer}x{model.config.dim}",
                          "ms": round(s * 1e3, 1), "peak_mb": round(mb, 1),
                          "bits_per_weight": round(bpw, 3), "rel_err": float("nan"),
                          "device": dev})  # fmt: skip
     for n in (4,) if toy else (8, 32):
-        _, s, mb = _in_child(_pqi, model, calib, n)
+        _, s, mb = in_child(_pqi, model, calib, n)
         rows.append({"case": f"pqi N={n}", "shape": f"LM {model.config.n_layer}x{model.config.dim}",
                      "ms": round(s * 1e3, 1), "peak_mb": round(mb, 1),
                      "bits_per_weight": float("nan"), "rel_err": float("nan"), "device": dev})  # fmt: skip

@@ -168,3 +168,17 @@ def test_bad_calls_are_refused(tmp_path):
     with pytest.raises(FloatingPointError, match="validation metric is nan"):
         self_play(_diffusion(), x, DiffusionFakes(4), nan_metric, DDOConfig(),
                   SelfPlayConfig(**SP), tmp_path / "d")  # fmt: skip
+
+
+def test_docs_usage_block_runs(tmp_path, monkeypatch, capsys):
+    """The usage block of docs/ddo.md runs as written (in ten lines or so)."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ddo.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", doc, flags=re.S)[0]
+    assert len([ln for ln in code.splitlines() if ln.strip()]) <= 13
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/ddo.md", "exec"), {})
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("[(1, ") and (tmp_path / "ddo-runs/round2/round.json").is_file()

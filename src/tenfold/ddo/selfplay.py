@@ -157,9 +157,10 @@ class _RoundLoss:
             xf = self.fakes(self.ref, x, y if labelled else None, ctx.generator)
         n = x.shape[0]
         uncond = None
-        if labelled and self.sp.label_dropout > 0:
+        if self.sp.label_dropout > 0:  # (tokens: the class token; labels: y)
             uncond = ctx.rand(n) < self.sp.label_dropout
-            y = torch.where(uncond, torch.full_like(y, self.null), y)
+            if labelled:
+                y = torch.where(uncond, torch.full_like(y, self.null), y)
         if x.is_floating_point():
             sigma = (ctx.randn(n) * self.ddo.P_std + self.ddo.P_mean).exp()
             noise = ctx.randn(*x.shape)
@@ -343,7 +344,7 @@ def self_play(
             steps=sp.steps, batch_size=sp.batch_size, lr=sp.lr, warmup_steps=sp.warmup_steps,
             grad_clip=sp.grad_clip, ema_decay=sp.ema_decay, eval_every=sp.eval_every,
             ckpt_every=sp.eval_every, seed=_round_seed(sp.seed, k), progress=sp.progress,
-            desc=f"DDO round {k}/{sp.rounds}",
+            desc=f"DDO round {k}",
         )  # fmt: skip
         trainer = Trainer(model, loss, data, tcfg, eval_fn=eval_fn, ckpt_dir=rdir)
         if trainer.ckpt_path.exists():  # resume: the best so far is in the saved evaluations
