@@ -115,7 +115,7 @@ def test_mixture_metrics_by_hand():
     s = torch.tensor([[0.0, 0.5], [5.0, 0.0], [10.0, -2.0]])
     assert off_mode_share(s, means, radius=1.0) == pytest.approx(2 / 3)
     assert off_mode_mask(s, means, radius=1.0).tolist() == [False, True, True]
-    assert off_mode_mask(s, means, radius=2.5).tolist() == [False, False, False]
+    assert off_mode_mask(s, means, radius=5.5).tolist() == [False, False, False]
     assert off_mode_mask(torch.full((2, 2), math.nan), means, 1.0) is None
     # one 1-D component at 0, std 1: log N(0; 0, 1) = -log(2 pi) / 2
     lp = mixture_log_density(torch.zeros(3, 1), torch.zeros(1, 1), std=1.0)

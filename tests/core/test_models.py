@@ -236,3 +236,36 @@ def test_mlp_denoiser_shapes_conditioning_and_errors():
         _ = plain.null_label
     with pytest.raises(ConfigError, match="width"):
         MLPDenoiserConfig(width=0)
+
+
+@pytest.mark.parametrize("kv_heads,qk_norm", [(None, False), (1, True)])
+def test_lm_kv_cache_matches_the_full_forward(kv_heads, qk_norm):
+    from tenfold.core.models import LM, LMConfig
+
+    torch.manual_seed(0)
+    lm = LM(LMConfig(vocab_size=13, block_size=12, n_layer=2, n_heads=2, n_kv_heads=kv_heads,
+                     head_dim=8, qk_norm=qk_norm)).double().eval()  # fmt: skip
+    idx = torch.randint(13, (3, 10), generator=torch.Generator().manual_seed(1))
+    full = lm(idx)[0]
+    cache = lm.new_cache()
+    parts = [lm(idx[:, :4], cache=cache)[0]]  # a prompt, then chunks and single tokens
+    parts.append(lm(idx[:, 4:7], cache=cache)[0])
+    parts += [lm(idx[:, j : j + 1], cache=cache)[0] for j in range(7, 10)]
+    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="exceeds block_size=12"):
+        lm(idx[:, :3], cache=cache)
+    with pytest.raises(ValueError, match="one list per block"):
+        lm(idx, cache=[[]])
+
+
+def test_lm_generate_with_and_without_cache_agree_and_slide_past_the_block():
+    from tenfold.core.models import LM, LMConfig
+
+    torch.manual_seed(0)
+    lm = LM(LMConfig(vocab_size=11, block_size=8, n_layer=1, n_heads=2, head_dim=8)).double()
+    start = torch.zeros(2, 2, dtype=torch.long)
+    a = lm.generate(start, 5, generator=torch.Generator().manual_seed(3))
+    b = lm.generate(start, 5, generator=torch.Generator().manual_seed(3), use_cache=False)
+    assert torch.equal(a, b)
+    long = lm.generate(start, 12, generator=torch.Generator().manual_seed(3))  # past block 8
+    assert long.shape == (2, 14) and torch.equal(long[:, :7], a)

@@ -111,7 +111,8 @@ class DiffusionFakes:
 class TokenFakes:
     """Fakes of an autoregressive model: the first ``prompt_len`` tokens of each real row
     (BOS, class token) are kept and the rest sampled from the reference at temperature 1
-    (plain sampling, no guidance). ``model(idx)`` returns logits or (logits, ...)."""
+    (plain sampling, no guidance). ``model(idx)`` returns logits or (logits, ...); a model
+    with ``new_cache()`` (core's LM) is decoded with its key/value cache."""
 
     def __init__(self, prompt_len: int = 1):
         self.prompt_len = check_int("prompt_len", prompt_len, ">=1")
@@ -122,8 +123,12 @@ class TokenFakes:
     ) -> Tensor:
         P, L = self.prompt_len, like.shape[1]
         idx = like[:, :P]
+        # a model with a key/value cache (core's LM: new_cache()) decodes incrementally
+        cache = ref.new_cache() if callable(getattr(ref, "new_cache", None)) else None
+        fed = 0
         for _ in range(L - P):
-            out = ref(idx)
+            out = ref(idx) if cache is None else ref(idx[:, fed:], cache=cache)
+            fed = idx.shape[1]
             logits = (out[0] if isinstance(out, (tuple, list)) else out)[:, -1].float()  # (B, V)
             probs = logits.softmax(-1).cpu()
             nxt = torch.multinomial(probs, 1, generator=generator).to(idx)  # (B, 1)
@@ -328,13 +333,21 @@ def self_play(
             fake_seconds = 0.0
             data = (x, labels)
         best_path = rdir / "best.safetensors"
-        state = {"best": math.nan, "step": 0}
+        # the reference itself is the first candidate: a round that finds nothing better
+        # keeps it (best_step 0) rather than a worse checkpoint
+        if not math.isfinite(base_metric):
+            raise FloatingPointError(f"the validation metric of the reference is {base_metric}")
+        state = {"best": base_metric, "step": 0}
+        if not best_path.exists():
+            save_tensors(
+                best_path, ref.state_dict(), {"step": 0, "metric": base_metric, "key": key}
+            )
 
         def eval_fn(m: nn.Module, step: int, _state=state, _path=best_path) -> dict[str, float]:
             v = float(metric(m))
             if not math.isfinite(v):
                 raise FloatingPointError(f"the validation metric is {v} at step {step}")
-            if math.isnan(_state["best"]) or better(v, _state["best"]):
+            if better(v, _state["best"]):
                 save_tensors(_path, m.state_dict(), {"step": step, "metric": v, "key": key})
                 _state.update(best=v, step=step)
             return {"metric": v}
@@ -350,7 +363,7 @@ def self_play(
         if trainer.ckpt_path.exists():  # resume: the best so far is in the saved evaluations
             trainer.load_checkpoint()
             for e in trainer.evals:
-                if math.isnan(state["best"]) or better(e["metric"], state["best"]):
+                if better(e["metric"], state["best"]):
                     state.update(best=e["metric"], step=e["step"])
         stop = stop_after[1] if stop_after is not None and stop_after[0] == k else None
         t1 = time.perf_counter()

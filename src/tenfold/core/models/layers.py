@@ -171,7 +171,11 @@ class Attention(PluggableAttention):
         rope: tuple[Tensor, Tensor] | None = None,
         attn_mask: Tensor | None = None,
         is_causal: bool = False,
+        cache: list[Tensor] | None = None,
     ) -> Tensor:
+        """``cache``: a list that holds this layer's past keys and values ([] at the start of
+        a sequence); x's tokens come after them and the list is extended in place
+        (incremental decoding; causal attention over past and present)."""
         B, T, C = x.shape
         q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         kv = self.kv(x).view(B, T, 2, self.n_kv_heads, self.head_dim)  # (B, T, 2, Hkv, D)
@@ -181,6 +185,15 @@ class Attention(PluggableAttention):
         if rope is not None:
             cos, sin = rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            if cache:
+                past = cache[0].shape[2]
+                k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)  # (B, Hkv, P+T, D)
+                if is_causal:  # query i sees keys up to past + i
+                    i = torch.arange(T, device=x.device)[:, None]
+                    attn_mask = torch.arange(past + T, device=x.device)[None] <= past + i
+                    is_causal = False
+            cache[:] = [k, v]
         kwargs = {}
         fn = self.kernel()
         if self.n_kv_heads != self.n_heads:

@@ -99,8 +99,10 @@ class LMBlock(nn.Module):
         self.mlp_norm = RMSNorm(c.dim, c.norm_eps)
         self.mlp = make_mlp(c.mlp, c.dim, c.hidden, bias=False)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), rope, is_causal=True)  # (B, T, C)
+    def forward(
+        self, x: Tensor, rope: tuple[Tensor, Tensor], cache: list[Tensor] | None = None
+    ) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), rope, is_causal=True, cache=cache)  # (B, T, C)
         return x + self.mlp(self.mlp_norm(x))  # (B, T, C)
 
 
@@ -132,24 +134,41 @@ class LM(nn.Module):
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self,
+        idx: Tensor,
+        targets: Tensor | None = None,
+        cache: list[list[Tensor]] | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``cache``: one list per block (``LM.new_cache()``) of the keys and values of the
+        tokens seen so far; ``idx`` continues them (incremental decoding) and the cache
+        grows in place."""
         c = self.config
         if idx.ndim != 2 or idx.dtype not in (torch.int64, torch.int32):
             raise ValueError(
                 f"LM expects integer token ids of shape (B, T), got {idx.dtype} {tuple(idx.shape)}"
             )
         B, T = idx.shape
-        if c.block_size < T:
-            raise ValueError(f"sequence length {T} exceeds block_size={c.block_size}")
-        rope = self.rope(torch.arange(T, device=idx.device))  # (T, D) x2
+        past = cache[0][0].shape[2] if cache and cache[0] else 0
+        if cache is not None and len(cache) != len(self.blocks):
+            raise ValueError(
+                f"cache must hold one list per block ({len(self.blocks)}), got {len(cache)}"
+            )
+        if c.block_size < past + T:
+            raise ValueError(f"sequence length {past + T} exceeds block_size={c.block_size}")
+        rope = self.rope(torch.arange(past, past + T, device=idx.device))  # (T, D) x2
         x = self.tok_emb(idx)  # (B, T, C)
-        for blk in self.blocks:
-            x = blk(x, rope)  # (B, T, C)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, rope, None if cache is None else cache[i])  # (B, T, C)
         logits = self.lm_head(self.norm(x))  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, c.vocab_size), targets.reshape(-1))
         return logits, loss
+
+    def new_cache(self) -> list[list[Tensor]]:
+        """An empty key/value cache for :meth:`forward` (one list per block)."""
+        return [[] for _ in self.blocks]
 
     @torch.no_grad()
     def generate(
@@ -159,11 +178,20 @@ class LM(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = True,
     ) -> Tensor:
-        """Sample ``max_new_tokens`` continuations of idx (B, T) (no KV cache: reference)."""
+        """Sample ``max_new_tokens`` continuations of idx (B, T). With ``use_cache`` (and
+        while the sequence fits in ``block_size``) each new token costs one token's forward
+        pass over cached keys and values; otherwise the window is recomputed (reference)."""
+        cache = self.new_cache() if use_cache else None
+        fed = 0  # tokens of idx the cache holds
         for _ in range(max_new_tokens):
-            ctx = idx[:, -self.config.block_size :]
-            logits = self(ctx)[0][:, -1, :] / max(temperature, 1e-6)  # (B, V)
+            if cache is not None and idx.shape[1] <= self.config.block_size:
+                logits = self(idx[:, fed:], cache=cache)[0][:, -1, :]
+                fed = idx.shape[1]
+            else:
+                logits = self(idx[:, -self.config.block_size :])[0][:, -1, :]
+            logits = logits / max(temperature, 1e-6)  # (B, V)
             if top_k is not None:
                 v, _ = torch.topk(logits, min(top_k, logits.shape[-1]))
                 logits[logits < v[:, [-1]]] = -float("inf")
