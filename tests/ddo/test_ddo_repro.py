@@ -27,7 +27,7 @@ def test_toy_quick(tmp_path):
     for r in rows:
         assert 0 <= r["off_mode"] <= 1 and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
     tuned = [r for r in rows if r["round"] == 1]
-    assert all(0.0 <= r["disc_acc"] <= 1.0 and r["best_step"] > 0 for r in tuned)
+    assert all(0.0 <= r["disc_acc"] <= 1.0 and 0 <= r["best_step"] <= 400 for r in tuned)
     # the small denoiser covers the modes: a large share of its samples lie between them
     assert rows[0]["off_mode"] > 0.1
 

@@ -42,7 +42,12 @@ def point(p: dict) -> dict:
 
 
 def sweep(cache_dir: str) -> None:
+    import faulthandler
+    import signal
+
     from tenfold.core.sweep import run_sweep
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's view of a hang
 
     pts = [{"i": i, "sleep": 0.2} for i in range(3)] + [
         {"i": i, "sleep": 120.0} for i in range(3, 6)

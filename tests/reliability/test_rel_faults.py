@@ -91,7 +91,18 @@ def test_ctrl_c_of_a_parallel_sweep_stops_fast_and_keeps_finished_points(tmp_pat
     time.sleep(1.0)  # the slow points are now running
     t0 = time.time()
     p.send_signal(signal.SIGINT)
-    p.communicate(timeout=60)
+    try:
+        p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # show where it hangs: every thread's stack
+        alive = p.poll() is None
+        if alive:
+            p.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+        p.kill()
+        _, err = p.communicate()
+        pytest.fail(
+            f"Ctrl-C did not end the sweep in 60 s (process alive: {alive}):\n{err[-8000:]}"
+        )
     took = time.time() - t0
     assert took < 10, f"Ctrl-C took {took:.1f} s"
     assert p.returncode != 0
