@@ -26,6 +26,13 @@ WORKER = Path(__file__).with_name("_workers.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _default_sigint() -> None:
+    # A test run launched in the background (`make test &`, nohup) has SIGINT ignored, and an
+    # ignored signal stays ignored across exec: Python would then install no Ctrl-C handler
+    # and the Ctrl-C test would wait on a sweep that never sees its SIGINT.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(*args) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
@@ -34,6 +41,8 @@ def _start(*args) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=_default_sigint,
+        start_new_session=True,  # its own process group: a hung run is killed with its pool
     )
 
 
@@ -98,8 +107,8 @@ def test_ctrl_c_of_a_parallel_sweep_stops_fast_and_keeps_finished_points(tmp_pat
         if alive:
             p.send_signal(signal.SIGUSR1)
             time.sleep(2)
-        p.kill()
-        _, err = p.communicate()
+        os.killpg(p.pid, signal.SIGKILL)  # the sweep and its pool workers
+        _, err = p.communicate(timeout=30)
         pytest.fail(
             f"Ctrl-C did not end the sweep in 60 s (process alive: {alive}):\n{err[-8000:]}"
         )
