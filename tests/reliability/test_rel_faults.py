@@ -89,6 +89,38 @@ def test_sigkill_at_random_points_resumes_bit_identical(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_workers_of_a_killed_sweep_end_within_seconds(tmp_path):
+    """SIGKILL of the sweep process leaves its pool workers orphaned; they must not wait for
+    work forever (each watches its parent and exits when it is gone)."""
+    cache = tmp_path / "sweep"
+    p = _start("sweep", str(cache))
+    _wait_ready(p)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(cache.glob("*.json"))) < 3:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the slow points are running
+    kids = Path(f"/proc/{p.pid}/task/{p.pid}/children")
+    if not kids.exists():
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate(timeout=30)
+        pytest.skip("needs Linux's /proc/<pid>/task/<pid>/children to find the pool workers")
+    workers = [int(c) for c in kids.read_text().split()]
+    p.kill()
+    p.wait(timeout=30)
+    t0 = time.time()
+    alive = workers
+    while alive and time.time() - t0 < 20:
+        time.sleep(0.2)
+        alive = [w for w in workers if Path(f"/proc/{w}").exists() and
+                 "zombie" not in Path(f"/proc/{w}/status").read_text().lower()]  # fmt: skip
+    try:
+        assert not alive, f"pool workers {alive} outlived their sweep by 20 s"
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate(timeout=30)
+
+
+@pytest.mark.slow
 def test_ctrl_c_of_a_parallel_sweep_stops_fast_and_keeps_finished_points(tmp_path):
     cache = tmp_path / "sweep"
     p = _start("sweep", str(cache))

@@ -50,13 +50,23 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+def _orphan_watch(parent: int) -> None:
+    """End this worker once its sweep process is gone (killed, say): an orphaned pool
+    worker would otherwise wait for work on the call queue forever."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 def _init_worker(threads: int) -> None:
     import signal
+    import threading
 
     import torch
 
     # Ctrl-C is the parent's to handle: it keeps the finished points and stops the workers
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_orphan_watch, args=(os.getppid(),), daemon=True).start()
     torch.set_num_threads(threads)
 
 
