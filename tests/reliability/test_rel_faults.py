@@ -88,17 +88,24 @@ def test_sigkill_at_random_points_resumes_bit_identical(tmp_path):
     assert left == [], f"temporary files left after the last save: {left}"
 
 
-@pytest.mark.slow
-def test_the_workers_of_a_killed_sweep_end_within_seconds(tmp_path):
-    """SIGKILL of the sweep process leaves its pool workers orphaned; they must not wait for
-    work forever (each watches its parent and exits when it is gone)."""
-    cache = tmp_path / "sweep"
+def _sweep_with_slow_points_running(cache: Path) -> subprocess.Popen:
+    """A two-worker sweep (_workers.py) once its 3 quick points are done and its slow ones run."""
     p = _start("sweep", str(cache))
     _wait_ready(p)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(cache.glob("*.json"))) < 3:
         time.sleep(0.1)
-    time.sleep(1.0)  # the slow points are running
+    assert len(list(cache.glob("*.json"))) == 3, "the quick points did not finish"
+    time.sleep(1.0)  # the slow points are now running
+    return p
+
+
+@pytest.mark.slow
+def test_the_workers_of_a_killed_sweep_end_within_seconds(tmp_path):
+    """SIGKILL of the sweep process leaves its pool workers orphaned; they must not wait for
+    work forever (each watches its parent and exits when it is gone)."""
+    cache = tmp_path / "sweep"
+    p = _sweep_with_slow_points_running(cache)
     kids = Path(f"/proc/{p.pid}/task/{p.pid}/children")
     if not kids.exists():
         os.killpg(p.pid, signal.SIGKILL)
@@ -123,13 +130,7 @@ def test_the_workers_of_a_killed_sweep_end_within_seconds(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_of_a_parallel_sweep_stops_fast_and_keeps_finished_points(tmp_path):
     cache = tmp_path / "sweep"
-    p = _start("sweep", str(cache))
-    _wait_ready(p)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(cache.glob("*.json"))) < 3:
-        time.sleep(0.1)
-    assert len(list(cache.glob("*.json"))) == 3, "the quick points did not finish"
-    time.sleep(1.0)  # the slow points are now running
+    p = _sweep_with_slow_points_running(cache)
     t0 = time.time()
     p.send_signal(signal.SIGINT)
     try:
