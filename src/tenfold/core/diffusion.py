@@ -278,7 +278,7 @@ def ode_log_likelihood(
     128 steps and falls 4x per doubling (tests/core/test_diffusion.py)."""
     check_tensor("x", x, floating=True)
     check_int("num_steps", num_steps, ">=1")
-    d = x[0].numel() if x.shape[0] else x.shape[1:].numel()
+    d = x.shape[1:].numel()
     if d > max_dim:
         raise ValueError(
             f"ode_log_likelihood takes the exact divergence, {d} backward passes per step: "

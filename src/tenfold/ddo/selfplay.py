@@ -32,7 +32,7 @@ from ..core.diffusion import heun_sample
 from ..core.io import CheckpointError, atomic_write_text, load_tensors, save_tensors
 from ..core.train import StepContext, TrainConfig, Trainer, step_generator
 from ..core.validate import check_config, check_int, check_tensor
-from .api import DDOConfig, check_reference, ddo_loss
+from .api import DDOConfig, ddo_loss
 
 __all__ = [
     "SelfPlayConfig",
@@ -184,7 +184,7 @@ class _RoundLoss:
         return out.loss
 
 
-def _check_real(real, fakes: str) -> tuple[Tensor, Tensor]:
+def _check_real(real) -> tuple[Tensor, Tensor | None]:
     x, y = real if isinstance(real, (tuple, list)) else (real, None)
     check_tensor("real data", x)
     if y is not None:
@@ -278,7 +278,7 @@ def self_play(
     if not isinstance(ddo, DDOConfig) or not isinstance(config, SelfPlayConfig):
         raise TypeError("self_play takes a DDOConfig and a SelfPlayConfig")
     sp = config
-    x, y = _check_real(real, sp.fakes)
+    x, y = _check_real(real)
     if sp.label_dropout > 0 and (y is None and x.is_floating_point() or null_label is None):
         raise ValueError(
             "label_dropout > 0 needs labelled data and the model's null_label "
@@ -309,7 +309,6 @@ def self_play(
             continue
         rdir.mkdir(parents=True, exist_ok=True)
         ref = copy.deepcopy(model).eval().requires_grad_(False)
-        check_reference(model, ref)
         base_metric = float(metric(ref))
         t0 = time.perf_counter()
         data: tuple[Tensor, ...]

@@ -189,10 +189,10 @@ class Attention(PluggableAttention):
             if cache:
                 past = cache[0].shape[2]
                 k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)  # (B, Hkv, P+T, D)
-                if is_causal:  # query i sees keys up to past + i
+                if is_causal and T > 1:  # query i sees keys up to past + i
                     i = torch.arange(T, device=x.device)[:, None]
                     attn_mask = torch.arange(past + T, device=x.device)[None] <= past + i
-                    is_causal = False
+                is_causal = False  # (one new token sees every key: no mask)
             cache[:] = [k, v]
         kwargs = {}
         fn = self.kernel()

@@ -94,12 +94,21 @@ def _denoiser(cfg: ToyConfig) -> nn.Module:
     return EDMPrecond(MLPDenoiser(MLPDenoiserConfig(width=cfg.width, depth=cfg.depth)))
 
 
-def _pretrain(model: nn.Module, loss, data, steps, lr, seed, progress, desc) -> dict[str, Tensor]:
-    tcfg = TrainConfig(steps=steps, batch_size=256, lr=lr, warmup_steps=100, ema_decay=0.999,
-                       schedule="cosine", seed=seed, progress=progress, desc=desc)  # fmt: skip
-    trainer = Trainer(model, loss, data, tcfg)
-    trainer.fit()
-    return trainer.eval_model().state_dict()
+def _cached_base(model: nn.Module, spec: dict, loss, data, steps, lr, seed, progress, desc):
+    """``model`` trained by maximum likelihood (EMA weights), once per ``spec``, then cached."""
+
+    def build() -> dict[str, Tensor]:
+        tcfg = TrainConfig(steps=steps, batch_size=256, lr=lr, warmup_steps=100,
+                           ema_decay=0.999, schedule="cosine", seed=seed, progress=progress,
+                           desc=desc)  # fmt: skip
+        trainer = Trainer(model, loss, data, tcfg)
+        trainer.fit()
+        return trainer.eval_model().state_dict()
+
+    model.load_state_dict(
+        cached_state(NAMESPACE, spec, build, name=spec["kind"], like=model.state_dict())
+    )
+    return model
 
 
 def _base_diffusion(cfg: ToyConfig, xtr: Tensor, seed: int, progress: bool) -> nn.Module:
@@ -115,14 +124,8 @@ def _base_diffusion(cfg: ToyConfig, xtr: Tensor, seed: int, progress: bool) -> n
     spec = dict(kind="toy-diffusion", v=VERSION, seed=seed, width=cfg.width, depth=cfg.depth,
                 steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, n_modes=cfg.n_modes,
                 radius=cfg.radius, std=cfg.std, n=cfg.n_train)  # fmt: skip
-    state = cached_state(
-        NAMESPACE, spec,
-        lambda: _pretrain(model, loss, (xtr,), cfg.pretrain_steps, cfg.pretrain_lr, seed,
-                          progress, "toy diffusion pre-training"),
-        name="toy-diffusion", like=model.state_dict(),
-    )  # fmt: skip
-    model.load_state_dict(state)
-    return model
+    return _cached_base(model, spec, loss, (xtr,), cfg.pretrain_steps, cfg.pretrain_lr, seed,
+                        progress, "toy diffusion pre-training")  # fmt: skip
 
 
 def _diffusion_samples(model: nn.Module, cfg: ToyConfig, n: int, seed: int) -> Tensor:
@@ -169,14 +172,8 @@ def _base_ar(cfg: ToyConfig, xtr: Tensor, seed: int, progress: bool) -> LM:
                 heads=cfg.ar_heads, head_dim=cfg.ar_head_dim, steps=cfg.ar_pretrain_steps,
                 lr=cfg.ar_pretrain_lr, n_modes=cfg.n_modes, radius=cfg.radius, std=cfg.std,
                 n=cfg.n_train)  # fmt: skip
-    state = cached_state(
-        NAMESPACE, spec,
-        lambda: _pretrain(model, loss, (_tokens(cfg, xtr),), cfg.ar_pretrain_steps,
-                          cfg.ar_pretrain_lr, seed, progress, "toy AR pre-training"),
-        name="toy-ar", like=model.state_dict(),
-    )  # fmt: skip
-    model.load_state_dict(state)
-    return model
+    return _cached_base(model, spec, loss, (_tokens(cfg, xtr),), cfg.ar_pretrain_steps,
+                        cfg.ar_pretrain_lr, seed, progress, "toy AR pre-training")  # fmt: skip
 
 
 @torch.no_grad()
@@ -193,10 +190,10 @@ def _ar_nll(model: LM, cfg: ToyConfig, x: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------ metrics
-def _scores(gm, xs: Tensor, xte: Tensor, nll: Tensor, std: float) -> dict[str, float]:
+def _scores(gm, xs: Tensor, xte: Tensor, nll: Tensor, off: Tensor, std: float) -> dict:
     pr = M.precision_recall(xte, xs)
     return {
-        "off_mode": M.off_mode_share(xs, gm.means, 4 * std),
+        "off_mode": off.double().mean().item(),
         "precision": pr["precision"],
         "recall": pr["recall"],
         "mmd": M.mmd(xte, xs, bandwidth=2 * std),
@@ -227,13 +224,16 @@ def _family(fam: str, cfg: ToyConfig, ctx: RunContext, seed: int):
     def metric(m: nn.Module) -> float:  # validation: MMD of samples to held-out points
         return M.mmd(xva, sample(m, 7_000 + seed)[: len(xva)], bandwidth=2 * cfg.std)
 
-    test_seed = 9_000 + seed
-    rows, nlls, samples = [], {}, {}
-    off = {}
-    xs = sample(base, test_seed)
-    nlls[0], samples[0] = nll(base), xs
-    off[0] = M.off_mode_mask(xs, gm.means, 4 * cfg.std)
-    rows.append({"family": fam, "seed": seed, "round": 0, **_scores(gm, xs, xte, nlls[0], cfg.std)})
+    nlls, samples, off = {}, {}, {}
+
+    def evaluate(k: int, m: nn.Module) -> dict:  # test samples of round k (0: the base)
+        xs = samples[k] = sample(m, 9_000 + seed)
+        nlls[k] = nll(m)
+        off[k] = M.off_mode_mask(xs, gm.means, 4 * cfg.std)
+        return {"family": fam, "seed": seed, "round": k,
+                **_scores(gm, xs, xte, nlls[k], off[k], cfg.std)}  # fmt: skip
+
+    rows = [evaluate(0, base)]
     model = copy.deepcopy(base).train().requires_grad_(True)
     spc = SelfPlayConfig(rounds=1, steps=cfg.steps, batch_size=cfg.batch_size,
                          eval_every=cfg.eval_every, seed=seed, progress=ctx.progress, **sp)  # fmt: skip
@@ -242,14 +242,9 @@ def _family(fam: str, cfg: ToyConfig, ctx: RunContext, seed: int):
         spc = SelfPlayConfig(**{**spc.__dict__, "rounds": k})
         recs = self_play(model, real, fakes, metric, ddo, spc, ctx.out_dir / f"{fam}-seed{seed}")
         rec = recs[-1]
-        m = model.eval()
-        xs = sample(m, test_seed)
-        nlls[k], samples[k] = nll(m), xs
-        off[k] = M.off_mode_mask(xs, gm.means, 4 * cfg.std)
         hist = rec.history[-max(1, cfg.steps // 10) :]
         rows.append({
-            "family": fam, "seed": seed, "round": k, **_scores(gm, xs, xte, nlls[k], cfg.std),
-            "best_step": rec.best_step, "disc_acc": sum(h["acc"] for h in hist) / len(hist),
+            **evaluate(k, model.eval()), "best_step": rec.best_step, "disc_acc": sum(h["acc"] for h in hist) / len(hist),
             "margin": sum(h["margin"] for h in hist) / len(hist),
             "seconds": rec.train_seconds + rec.fake_seconds,
         })  # fmt: skip
