@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -57,25 +58,12 @@ NULL_TOKEN = LEVELS + CLASSES  # the AR model's unconditional class token
 VOCAB = NULL_TOKEN + 1
 BASE_SEED = 0  # every DDO seed fine-tunes the same base
 
-# the rules both configs share (core.validate.check_config words)
-_RULES = dict(
-    pretrain_steps=">=1", pretrain_lr=">0", label_dropout="[0,1)", alpha=">0", beta=">0",
-    rounds="[1,20]", steps=">=1", lr=">0", batch_size="[1,1438]", eval_every=">=1",
-    fakes=("offline", "online"), cfg_scale=">1", eval_samples=">=100", val_samples=">=100",
-    draws="[1,10]", seeds=">=0 unique",
-)  # fmt: skip
-
 
 @dataclass(frozen=True)
-class DigitsDDOConfig:
-    """``ddo/digits-diffusion``: the base DiT (core's ``core/dit-digits`` full recipe) and DDO."""
+class _DDORun:
+    """What both digits experiments share: the base's label dropout, DDO and its scoring."""
 
-    n_heads: int = 4  # DiT width = n_heads x 32
-    pretrain_steps: int = 6000
-    pretrain_batch: int = 128
-    pretrain_lr: float = 1e-3
-    sampler_steps: int = 18
-    label_dropout: float = 0.1
+    label_dropout: float = 0.1  # of the base (classifier-free guidance) and of DDO's rows
     alpha: float = 1.0
     beta: float = 0.05
     rounds: int = 2
@@ -89,40 +77,46 @@ class DigitsDDOConfig:
     val_samples: int = 500
     draws: int = 2
     seeds: tuple[int, ...] = (0, 1)
+    _model_rules: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self):
-        check_config(self, **_RULES, n_heads=">=1", pretrain_batch="[1,1438]",
-                     sampler_steps=">=1")  # fmt: skip
+        check_config(
+            self, label_dropout="[0,1)", alpha=">0", beta=">0", rounds="[1,20]", steps=">=1",
+            lr=">0", batch_size="[1,1438]", eval_every=">=1", fakes=("offline", "online"),
+            cfg_scale=">1", eval_samples=">=100", val_samples=">=100", draws="[1,10]",
+            seeds=">=0 unique", pretrain_steps=">=1", pretrain_lr=">0",
+            pretrain_batch="[1,1438]", **self._model_rules,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
-class DigitsARConfig:
-    """``ddo/digits-ar``: the base LM over [class, 64 pixel tokens] and DDO."""
+class DigitsDDOConfig(_DDORun):
+    """``ddo/digits-diffusion``: the base DiT (core's ``core/dit-digits`` full recipe) and DDO."""
 
+    n_heads: int = 4  # DiT width = n_heads x 32
+    pretrain_steps: int = 6000
+    pretrain_batch: int = 128
+    pretrain_lr: float = 1e-3
+    sampler_steps: int = 18
+    _model_rules: ClassVar[dict[str, str]] = dict(n_heads=">=1", sampler_steps=">=1")
+
+
+@dataclass(frozen=True)
+class DigitsARConfig(_DDORun):
+    """``ddo/digits-ar``: the base LM over [class, 64 pixel tokens] and DDO (online fakes,
+    as the paper's VAR trainer)."""
+
+    steps: int = 200
+    lr: float = 1e-5
+    eval_every: int = 50
+    fakes: str = "online"
     n_layer: int = 3
     n_heads: int = 3
     head_dim: int = 32
     pretrain_steps: int = 2000
     pretrain_batch: int = 64
     pretrain_lr: float = 1e-3
-    label_dropout: float = 0.1
-    alpha: float = 1.0
-    beta: float = 0.05
-    rounds: int = 2
-    steps: int = 200
-    lr: float = 1e-5
-    batch_size: int = 64
-    eval_every: int = 50
-    fakes: str = "online"
-    cfg_scale: float = 1.5
-    eval_samples: int = 1000
-    val_samples: int = 500
-    draws: int = 2
-    seeds: tuple[int, ...] = (0, 1)
-
-    def __post_init__(self):
-        check_config(self, **_RULES, n_layer=">=1", n_heads=">=1", head_dim=">=2",
-                     pretrain_batch="[1,1438]")  # fmt: skip
+    _model_rules: ClassVar[dict[str, str]] = dict(n_layer=">=1", n_heads=">=1", head_dim=">=2")
 
 
 # ----------------------------------------------------------------------------------------
