@@ -9,12 +9,12 @@ For each model family one optimizer step (forward, backward, AdamW) is timed:
   forward passes, the model's with gradients, the reference's without; AR: two);
 * ``ddo+online``: AR only, the step with its fakes sampled by the reference in the step;
 * ``fakes``: drawing the fakes of one batch (diffusion: Heun, 18 steps at guidance 1; AR:
-  plain sampling with core's KV cache), whose per-round cost is this times the number of batches.
+  plain sampling, no KV cache), whose per-round cost is this times the number of batches.
 
 Models: the ``ddo/toy`` MLP denoiser (batch 256, 2-D), the digits DiT (``DiT-Digits/2``,
-batch 128, 8x8) and an LM of the ``ddo/digits-ar`` size (3 layers, width 96, 65 tokens over
-28 ids, batch 64); with a GPU also DiT-XL/2 at 32x32x4 latents, batch 32. Peak memory is
-the growth of the peak resident set of a forked worker that runs only that case (CPU), or
+batch 128, 8x8) and an LM of the digits-AR size (4 layers, width 128, 65 tokens over 28 ids,
+batch 64); with a GPU also DiT-XL/2 at 32x32x4 latents, batch 32. Peak memory is the growth
+of the peak resident set of a forked worker that runs only that case (CPU), or
 ``torch.cuda.max_memory_allocated`` (GPU).
 """
 
@@ -46,7 +46,7 @@ def _family(name: str, toy: bool, device):
         x = torch.randn(B if not toy else 16, ch, size, size, generator=g)
         y = torch.randint(10, (x.shape[0],), generator=g)
         return EDMPrecond(net).to(device), x.to(device), y.to(device), "diffusion"
-    layers, width = (1, 32) if toy else (3, 96)  # ddo/digits-ar's full preset
+    layers, width = (1, 32) if toy else (4, 128)
     lm = LM(LMConfig(vocab_size=28, block_size=65, n_layer=layers, n_heads=width // 32,
                      head_dim=32))  # fmt: skip
     tokens = torch.randint(28, (64 if not toy else 8, 65), generator=g)
