@@ -48,7 +48,7 @@ from ...core.tasks import (
 from ...core.train import StepContext, TrainConfig, Trainer
 from ...core.validate import check_config
 from ..api import DDOConfig, ddo_loss, sequence_log_prob
-from ..selfplay import DiffusionFakes, SelfPlayConfig, TokenFakes, self_play
+from ..selfplay import DiffusionFakes, SelfPlayConfig, self_play
 
 __all__ = ["DigitsDDOConfig", "DigitsARConfig", "to_tokens", "to_images", "sample_tokens"]
 
@@ -165,11 +165,9 @@ def sample_tokens(
     return idx
 
 
-class _PixelFakes(TokenFakes):
+def _pixel_fakes(ref: nn.Module, like: Tensor, labels, generator: torch.Generator) -> Tensor:
     """The AR reference's fakes: each real row's class token kept, 64 pixels sampled."""
-
-    def __call__(self, ref, like, labels, generator):
-        return sample_tokens(ref, like[:, 0] - LEVELS, 1.0, generator)
+    return sample_tokens(ref, like[:, 0] - LEVELS, 1.0, generator)
 
 
 def _ar_loss(label_dropout: float) -> Callable:
@@ -263,8 +261,7 @@ class _Family:
     real: Tensor | tuple[Tensor, Tensor]
     fakes: Callable
     null_label: int
-    pre_step: Callable[[nn.Module], Tensor]  # one pre-training loss of a batch
-    ddo_step: Callable[[nn.Module, nn.Module], Tensor]  # model, ref -> one DDO loss
+    ddo_step: Callable[[nn.Module, nn.Module, DDOConfig], Tensor]  # model, ref -> a DDO loss
     train_loss: Callable  # the pre-training loss_fn(model, batch, ctx) of core's Trainer
     train_data: tuple[Tensor, ...]
 
@@ -355,9 +352,11 @@ def _run(cfg, ctx: RunContext, fam: _Family, clf, train, clf_acc, floor) -> Resu
                 "fake_s": round(rec.fake_seconds, 1), "train_s": round(rec.train_seconds, 1),
             })  # fmt: skip
     # the cost of a round against pre-training, from step times measured here
-    t_pre = _median_step(fam.base, fam.pre_step)
+    pre_batch = tuple(t[: cfg.pretrain_batch] for t in fam.train_data)
+    pre_ctx = StepContext(step=0, generator=torch.Generator().manual_seed(1))
+    t_pre = _median_step(fam.base, lambda m: fam.train_loss(m, pre_batch, pre_ctx))
     ref = copy.deepcopy(fam.base).requires_grad_(False)
-    t_ddo = _median_step(fam.base, lambda m: fam.ddo_step(m, ref))
+    t_ddo = _median_step(fam.base, lambda m: fam.ddo_step(m, ref, ddo))
     t_fake = sum(fake_s) / len(fake_s)
     t_online = 0.0
     if cfg.fakes == "online":  # the fakes are drawn inside the step: time them apart
@@ -558,19 +557,15 @@ def digits_diffusion(cfg: DigitsDDOConfig, ctx: RunContext) -> Result:
 
     x, y = train.images, train.labels
     g = torch.Generator().manual_seed(1)
-    pre_ctx = StepContext(step=0, generator=g)  # pre-training's own loss, at its batch size
 
-    def pre_step(m):
-        return task.loss(m, (x[: cfg.pretrain_batch], y[: cfg.pretrain_batch]), pre_ctx)
-
-    def ddo_step(m, ref):
+    def ddo_step(m, ref, ddo):
         b = cfg.batch_size
-        n = torch.randn(b, generator=g)
-        return ddo_loss(m, ref, (x[:b], y[:b]), (x[b : 2 * b], y[:b]), DDOConfig(cfg.alpha, cfg.beta),
-                        sigma=(n * 1.0 - 0.4).exp(), noise=torch.randn(b, 1, 8, 8, generator=g)).loss  # fmt: skip
+        sigma = (torch.randn(b, generator=g) * ddo.P_std + ddo.P_mean).exp()
+        return ddo_loss(m, ref, (x[:b], y[:b]), (x[b : 2 * b], y[:b]), ddo, sigma=sigma,
+                        noise=torch.randn(b, 1, 8, 8, generator=g)).loss  # fmt: skip
 
     fam = _Family("diffusion", base, sample, (x, y), DiffusionFakes(cfg.sampler_steps), 10,
-                  pre_step, ddo_step, task.loss, (x, y))  # fmt: skip
+                  ddo_step, task.loss, (x, y))  # fmt: skip
     return _run(cfg, ctx, fam, clf, train, clf_acc, floor)
 
 
@@ -603,12 +598,9 @@ def digits_ar(cfg: DigitsARConfig, ctx: RunContext) -> Result:
 
     b = cfg.batch_size
 
-    def pre_step(m):
-        return -sequence_log_prob(m, tokens[: cfg.pretrain_batch]).mean() / 64
+    def ddo_step(m, ref, ddo):
+        return ddo_loss(m, ref, tokens[:b], tokens[b : 2 * b], ddo).loss
 
-    def ddo_step(m, ref):
-        return ddo_loss(m, ref, tokens[:b], tokens[b : 2 * b], DDOConfig(cfg.alpha, cfg.beta)).loss
-
-    fam = _Family("autoregressive", base, sample, tokens, _PixelFakes(1), NULL_TOKEN,
-                  pre_step, ddo_step, _ar_loss(cfg.label_dropout), (tokens,))  # fmt: skip
+    fam = _Family("autoregressive", base, sample, tokens, _pixel_fakes, NULL_TOKEN, ddo_step,
+                  _ar_loss(cfg.label_dropout), (tokens,))  # fmt: skip
     return _run(cfg, ctx, fam, clf, train, clf_acc, floor)
