@@ -16,8 +16,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
-	@# dev: the test tools; peers: torchao and HQQ, the quantizers requant is compared with
-	$(BIN)/pip install -q -e ".[dev,peers]"
+	@# dev: the test tools; peers: torchao and HQQ, the quantizers requant is compared with;
+	@# mesh: trimesh and fast-simplification (mesh files, decimation)
+	$(BIN)/pip install -q -e ".[dev,peers,mesh]"
 	@# Microsoft's mup 1.0.0, the anchor of tests/mup/test_mup_anchor.py. Its metadata asks for
 	@# torchvision (which would pull another torch) and plotting libraries its core never
 	@# imports; it needs only torch and pyyaml (in the dev extra), so it goes in without deps.
@@ -39,6 +40,21 @@ $(STAMP): pyproject.toml
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-doc >/dev/null; }; \
 	  else \
 	    echo "NOTE: the text corpus needs Debian's python3-doc: sudo apt-get install python3-doc"; \
+	  fi; \
+	fi
+	@# pyvista's four example meshes (ant, airplane, nut, sphere .ply; MIT): tenfold.mesh reads
+	@# the files and never imports pyvista, so its VTK dependency (~100 MB) stays out.
+	$(BIN)/pip install -q --no-deps "pyvista==0.49.2" 2>/dev/null; \
+	  $(BIN)/python -c "from tenfold.mesh.data import _pyvista_dir as d; assert d(), 'pyvista examples missing'"
+	@# CGAL's 143 example meshes (Debian's libcgal-demo: data/meshes in
+	@# /usr/share/doc/libcgal-dev/data.tar.gz; CC0, the Stanford scans under Stanford's terms).
+	@if ! test -f /usr/share/doc/libcgal-dev/data.tar.gz; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's libcgal-demo (the real meshes of tenfold.mesh)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libcgal-demo >/dev/null 2>&1 || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libcgal-demo >/dev/null; }; \
+	  else \
+	    echo "NOTE: tenfold.mesh's real meshes need Debian's libcgal-demo: sudo apt-get install libcgal-demo"; \
 	  fi; \
 	fi
 	@touch $(STAMP)

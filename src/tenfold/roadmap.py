@@ -22,10 +22,4 @@ PLANNED: tuple[MethodInfo, ...] = (
     MethodInfo(
         "dgs", "2504.04153", "Video4DGen", "dynamic Gaussian surfels: 4D content from videos"
     ),
-    MethodInfo(
-        "mesh",
-        "2503.15265",
-        "DeepMesh",
-        "compact mesh tokenization, autoregressive mesh generation, DPO",
-    ),
 )
