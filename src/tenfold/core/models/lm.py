@@ -139,10 +139,13 @@ class LM(nn.Module):
         idx: Tensor,
         targets: Tensor | None = None,
         cache: list[list[Tensor]] | None = None,
+        prefix: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """``cache``: one list per block (``LM.new_cache()``) of the keys and values of the
         tokens seen so far; ``idx`` continues them (incremental decoding) and the cache
-        grows in place."""
+        grows in place. ``prefix`` (B, P, dim): embeddings placed before ``idx`` (a
+        condition such as point-cloud or image tokens); they take positions like tokens,
+        enter the cache, and get no logits (``logits`` is (B, T, V) for ``idx`` only)."""
         c = self.config
         if idx.ndim != 2 or idx.dtype not in (torch.int64, torch.int32):
             raise ValueError(
@@ -154,13 +157,22 @@ class LM(nn.Module):
             raise ValueError(
                 f"cache must hold one list per block ({len(self.blocks)}), got {len(cache)}"
             )
-        if c.block_size < past + T:
-            raise ValueError(f"sequence length {past + T} exceeds block_size={c.block_size}")
-        rope = self.rope(torch.arange(past, past + T, device=idx.device))  # (T, D) x2
+        P = 0
+        if prefix is not None:
+            if prefix.ndim != 3 or prefix.shape[0] != B or prefix.shape[2] != c.dim:
+                raise ValueError(
+                    f"prefix must have shape (B={B}, P, dim={c.dim}), got {tuple(prefix.shape)}"
+                )
+            P = prefix.shape[1]
+        if c.block_size < past + P + T:
+            raise ValueError(f"sequence length {past + P + T} exceeds block_size={c.block_size}")
+        rope = self.rope(torch.arange(past, past + P + T, device=idx.device))  # (P+T, D) x2
         x = self.tok_emb(idx)  # (B, T, C)
+        if P:
+            x = torch.cat([prefix.to(x.dtype), x], dim=1)  # (B, P+T, C)
         for i, blk in enumerate(self.blocks):
-            x = blk(x, rope, None if cache is None else cache[i])  # (B, T, C)
-        logits = self.lm_head(self.norm(x))  # (B, T, V)
+            x = blk(x, rope, None if cache is None else cache[i])  # (B, P+T, C)
+        logits = self.lm_head(self.norm(x[:, P:]))  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, c.vocab_size), targets.reshape(-1))
