@@ -215,7 +215,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="versions, devices, Triton and GPU availability").set_defaults(
         fn=cmd_info
     )
+    _method_commands(sub)
     return p
+
+
+def _method_commands(sub) -> None:
+    """A method's own commands (``tenfold <method> ...``): its package's ``cli`` module
+    with ``add_commands(subparsers, parser_class)``."""
+    import importlib
+    import importlib.util
+
+    from .core.experiment import methods
+
+    for m in methods():
+        name = f"tenfold.{m.key}.cli"
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).add_commands(sub, _Parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -258,6 +258,30 @@ def test_lm_kv_cache_matches_the_full_forward(kv_heads, qk_norm):
         lm(idx, cache=[[]])
 
 
+def test_lm_prefix_embeddings_precede_the_tokens_and_enter_the_cache():
+    from tenfold.core.models import LM, LMConfig
+
+    torch.manual_seed(0)
+    lm = LM(LMConfig(vocab_size=11, block_size=16, n_layer=2, n_heads=2, head_dim=8)).double()
+    lm.eval()
+    idx = torch.randint(11, (2, 7), generator=torch.Generator().manual_seed(2))
+    pre = torch.randn(2, 3, lm.config.dim, dtype=torch.float64)
+    full = lm(idx, prefix=pre)[0]
+    assert full.shape == (2, 7, 11)  # logits for the tokens only
+    cache = lm.new_cache()
+    parts = [lm(idx[:, :2], cache=cache, prefix=pre)[0]]
+    parts += [lm(idx[:, j : j + 1], cache=cache)[0] for j in range(2, 7)]
+    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-10, atol=1e-10)
+    assert cache[0][0].shape[2] == 3 + 7  # the prefix holds positions like tokens
+    # the prefix changes what follows (it is attended to), and only through attention
+    other = lm(idx, prefix=pre + 1.0)[0]
+    assert (other - full).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="prefix must have shape"):
+        lm(idx, prefix=torch.randn(2, 3, lm.config.dim + 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="exceeds block_size=16"):
+        lm(idx, prefix=torch.randn(2, 10, lm.config.dim, dtype=torch.float64))
+
+
 def test_lm_generate_with_and_without_cache_agree_and_slide_past_the_block():
     from tenfold.core.models import LM, LMConfig
 

@@ -41,7 +41,7 @@ def _encode(vertices: list, faces: list, levels: int = 512, split: tuple = (4, 8
     kept = set()
     for f in faces:
         a, b, c = (index[grid[i]] for i in f)
-        if a == b or b == c or a == c:
+        if a in (b, c) or b == c:
             continue  # degenerate after merging
         while a != min(a, b, c):
             a, b, c = b, c, a
@@ -84,13 +84,19 @@ def _encode(vertices: list, faces: list, levels: int = 512, split: tuple = (4, 8
         visit(fi)
         chain = [x0, y0]
         while True:  # forward: a face (c, last, y)
-            step = next((g for g in ring if not visited[g] and from_centre(flist[g], c)[0] == chain[-1]), None)
+            step = next(
+                (g for g in ring if not visited[g] and from_centre(flist[g], c)[0] == chain[-1]),
+                None,
+            )
             if step is None:
                 break
             visit(step)
             chain.append(from_centre(flist[step], c)[1])
         while True:  # backward: a face (c, w, first)
-            step = next((g for g in ring if not visited[g] and from_centre(flist[g], c)[1] == chain[0]), None)
+            step = next(
+                (g for g in ring if not visited[g] and from_centre(flist[g], c)[1] == chain[0]),
+                None,
+            )
             if step is None:
                 break
             visit(step)

@@ -206,7 +206,7 @@ def load_points(
         if ext == "npz":
             if "points" not in z:
                 raise MeshFileError(f"{name}: an NPZ point file needs a 'points' array")
-            pts, nrm = z["points"], (z["normals"] if "normals" in z else None)
+            pts, nrm = z["points"], z.get("normals")
         else:
             if z.ndim != 2 or z.shape[1] not in (3, 6):
                 raise MeshFileError(f"{name}: expected an (N, 3) or (N, 6) array, got {z.shape}")
@@ -223,7 +223,9 @@ def load_points(
         else:
             m = _via_trimesh(data, ext, name)
             if hasattr(m, "faces") and len(m.faces):
-                return _sample_file_mesh(np.asarray(m.vertices), np.asarray(m.faces), n_sample, seed)
+                return _sample_file_mesh(
+                    np.asarray(m.vertices), np.asarray(m.faces), n_sample, seed
+                )
             pts = np.asarray(getattr(m, "vertices", np.zeros((0, 3))))
             if ext == "ply":
                 nrm = _ply_normals(data)
@@ -426,7 +428,9 @@ def curate(
     inv = inv.reshape(-1)
     v2 = v[first]
     f2 = inv[f]
-    area = np.linalg.norm(np.cross(v2[f2[:, 1]] - v2[f2[:, 0]], v2[f2[:, 2]] - v2[f2[:, 0]]), axis=1)
+    area = np.linalg.norm(
+        np.cross(v2[f2[:, 1]] - v2[f2[:, 0]], v2[f2[:, 2]] - v2[f2[:, 0]]), axis=1
+    )
     ok = (f2[:, 0] != f2[:, 1]) & (f2[:, 1] != f2[:, 2]) & (f2[:, 0] != f2[:, 2])
     ok &= area > (ext**2) * 1e-14
     f2 = f2[ok]

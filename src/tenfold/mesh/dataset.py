@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.validate import check_config
-from .data import MeshSource, augment, curate, decimate, missing_data_hint, real_meshes, split_by_mesh
+from .data import (
+    MeshSource,
+    augment,
+    curate,
+    decimate,
+    missing_data_hint,
+    real_meshes,
+    split_by_mesh,
+)
 from .points import sample_surface
 from .tokenizer import MeshTokenizer, dequantize, normalize_vertices
 

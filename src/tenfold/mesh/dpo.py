@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core.train import Trainer, TrainConfig
+from ..core.train import TrainConfig, Trainer
 from ..core.validate import check_config, check_tensor
 from .model import MeshGenerator, Sample
 from .scores import MeshScore, score_mesh
@@ -102,7 +102,9 @@ def make_pairs(scores: Any, margin: float, max_pairs: int = 4) -> list[tuple[int
     return [(i, j) for _, i, j in cand[:max_pairs]]
 
 
-def score_samples(samples: list[Sample], points: np.ndarray, normals: np.ndarray) -> list[MeshScore]:
+def score_samples(
+    samples: list[Sample], points: np.ndarray, normals: np.ndarray
+) -> list[MeshScore]:
     return [score_mesh(s.vertices, s.faces, points, normals) for s in samples]
 
 
@@ -117,11 +119,32 @@ def _pad(seqs: list[np.ndarray], pad: int) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def _log_probs(model: MeshGenerator, cond: Tensor, tok: Tensor, mask: Tensor, bs: int = 16) -> Tensor:
+def _log_probs(
+    model: MeshGenerator, cond: Tensor, tok: Tensor, mask: Tensor, bs: int = 16
+) -> Tensor:
     out = []
     for i in range(0, len(tok), bs):
         out.append(model.log_prob(cond[i : i + bs], tok[i : i + bs], mask[i : i + bs]))
     return torch.cat(out)
+
+
+def _pair_loss(cfg: DPOConfig, cond: Tensor, win, lose, ref_w: Tensor, ref_l: Tensor):
+    """The trainer's loss over a batch of pair indices: DPO (+ the winners' NLL when
+    ``sft_weight``). cond (P, N, 6); win/lose: (tokens (P, T), mask (P, T))."""
+    (tw, mw), (tl, ml) = win, lose
+
+    def loss_fn(m, idx, ctx):
+        cnd = cond[idx]
+        lw = m.log_prob(cnd, tw[idx], mw[idx])
+        ll = m.log_prob(cnd, tl[idx], ml[idx])
+        out = dpo_loss(lw, ll, ref_w[idx], ref_l[idx], cfg.beta)
+        ctx.log(acc=out.accuracy, margin=out.margin)
+        loss = out.loss
+        if cfg.sft_weight:
+            loss = loss + cfg.sft_weight * m.loss(cnd, tw[idx], mw[idx])
+        return loss
+
+    return loss_fn
 
 
 def dpo_finetune(
@@ -149,7 +172,9 @@ def dpo_finetune(
         p.requires_grad_(False)
     pad = model.tokenizer.pad
     conds = [
-        torch.cat([torch.as_tensor(p, dtype=torch.float32), torch.as_tensor(n, dtype=torch.float32)], -1)
+        torch.cat(
+            [torch.as_tensor(p, dtype=torch.float32), torch.as_tensor(n, dtype=torch.float32)], -1
+        )
         for p, n in clouds
     ]
     history = []
@@ -194,17 +219,7 @@ def dpo_finetune(
         def data(ctx, n=n_pairs):
             return torch.randint(0, n, (min(cfg.batch_size, n),), generator=ctx.generator)
 
-        def loss_fn(m, idx, ctx):
-            cnd = cond_all[cidx[idx]]
-            lw = m.log_prob(cnd, tw[idx], mw[idx])
-            ll = m.log_prob(cnd, tl[idx], ml[idx])
-            out = dpo_loss(lw, ll, ref_w[idx], ref_l[idx], cfg.beta)
-            ctx.log(acc=out.accuracy, margin=out.margin)
-            loss = out.loss
-            if cfg.sft_weight:
-                loss = loss + cfg.sft_weight * m.loss(cnd, tw[idx], mw[idx])
-            return loss
-
+        loss_fn = _pair_loss(cfg, cond_all[cidx], (tw, mw), (tl, ml), ref_w, ref_l)
         tr = Trainer(
             model,
             loss_fn,
@@ -228,6 +243,8 @@ def dpo_finetune(
         )
         history.append(rec)
         if log:
-            log(f"DPO round {rnd}: {n_pairs} pairs, loss {rec['loss']:.4f}, acc {rec['accuracy']:.2f}")
+            log(
+                f"DPO round {rnd}: {n_pairs} pairs, loss {rec['loss']:.4f}, acc {rec['accuracy']:.2f}"
+            )
     model.eval()
     return history

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.models.lm import LM, LMConfig
@@ -34,6 +33,8 @@ __all__ = [
     "PointEncoder",
     "Sample",
     "as_cond",
+    "load_generator",
+    "save_generator",
     "top_p_filter",
     "windows",
 ]
@@ -92,7 +93,9 @@ class PointEncoder(nn.Module):
         heads = n_heads if dim % n_heads == 0 else 1
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.norm_kv = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.ff = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)
+        )
         self.out = nn.LayerNorm(dim)
 
     def forward(self, cond: Tensor) -> Tensor:
@@ -165,7 +168,9 @@ class MeshGenerator(nn.Module):
                 )
             lo, hi = int(tokens.min()), int(tokens.max())
             if lo < 0 or hi >= self.tokenizer.vocab_size:
-                raise ValueError(f"token ids must lie in [0, {self.tokenizer.vocab_size}), got {lo}..{hi}")
+                raise ValueError(
+                    f"token ids must lie in [0, {self.tokenizer.vocab_size}), got {lo}..{hi}"
+                )
 
     def forward(self, cond: Tensor, tokens: Tensor) -> Tensor:
         """Logits (B, T, V) of the next token after each of ``tokens`` (B, T)."""
@@ -215,6 +220,8 @@ class MeshGenerator(nn.Module):
         one :class:`Sample` (vertices, faces, qvertices, report) per cloud; ``.tokens``
         holds the sampled sequence."""
         self._check(cond)
+        if not torch.isfinite(cond).all():
+            raise ValueError("cond holds NaN/inf: sampling needs a finite point cloud")
         max_new_tokens = int(check_number("max_new_tokens", max_new_tokens, ">=1", integer=True))
         temperature = check_number("temperature", temperature, ">=0")
         top_p = check_number("top_p", top_p, "(0,1]")
@@ -256,6 +263,10 @@ class MeshGenerator(nn.Module):
                 start = max(0, n - W)
                 logits = self.lm(self._col(seqs, start, dev), prefix=prefix)[0][:, -1]
             logits = logits.float()
+            if not torch.isfinite(logits).all():
+                raise FloatingPointError(
+                    f"the model produced NaN/inf logits at step {step}: its weights are broken"
+                )
             remaining = max_new_tokens - step
             if constrained:
                 masks = np.stack([g.allowed() for g in grammars])  # (B, V)
@@ -325,3 +336,38 @@ def as_cond(points: Any, normals: Any) -> Tensor:
     p = torch.as_tensor(np.asarray(points), dtype=torch.float32)
     n = torch.as_tensor(np.asarray(normals), dtype=torch.float32)
     return torch.cat([p, n], -1)[None]
+
+
+def save_generator(path: Any, model: MeshGenerator) -> None:
+    """Write the generator's weights and config to a checked safetensors file, atomically."""
+    from dataclasses import asdict
+
+    from ..core.io import save_tensors
+
+    save_tensors(path, model.state_dict(), {"kind": "tenfold.mesh.MeshGenerator",
+                                            "config": asdict(model.config)})  # fmt: skip
+
+
+def load_generator(path: Any) -> MeshGenerator:
+    """Read a file of :func:`save_generator`: checksum, kind, config and every tensor's name
+    and shape are checked (CheckpointError / ValueError name what is wrong)."""
+    from ..core.io import CheckpointError, load_tensors
+
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") != "tenfold.mesh.MeshGenerator" or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(
+            f"{path}: not a mesh generator checkpoint (kind {meta.get('kind')!r})"
+        )
+    cfg = dict(meta["config"])
+    cfg["split"] = tuple(cfg.get("split", ()))
+    try:
+        model = MeshGenerator(MeshGenConfig(**cfg))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad generator config in the checkpoint: {e}") from None
+    want = model.state_dict()
+    if set(want) != set(tensors) or any(want[k].shape != tensors[k].shape for k in want):
+        raise CheckpointError(f"{path}: tensors do not match the generator its config describes")
+    if not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
+        raise CheckpointError(f"{path}: the checkpoint holds NaN/inf weights")
+    model.load_state_dict(tensors)
+    return model.eval()

@@ -1,7 +1,7 @@
 """Point clouds with normals: the generator's condition.
 
-    pts, nrm = sample_surface(v, f, 2048, seed=0)    # area-weighted, face normals
-    nrm = estimate_normals(pts)                      # a user's scan without normals (#29)
+pts, nrm = sample_surface(v, f, 2048, seed=0)    # area-weighted, face normals
+nrm = estimate_normals(pts)                      # a user's scan without normals (#29)
 """
 
 from __future__ import annotations

@@ -113,9 +113,8 @@ def _check_faces(faces: Any, n_vertices: int) -> np.ndarray:
             f"faces must be triangles of shape (F, 3), got {f.shape}; triangulate first "
             "(tenfold.mesh.load_mesh does)"
         )
-    if f.dtype.kind not in "iu":
-        if not np.all(f == np.round(f)):
-            raise TypeError(f"faces must hold integer vertex indices, got dtype {f.dtype}")
+    if f.dtype.kind not in "iu" and not np.all(f == np.round(f)):
+        raise TypeError(f"faces must hold integer vertex indices, got dtype {f.dtype}")
     f = f.astype(np.int64)
     if f.min() < 0 or f.max() >= n_vertices:
         raise ValueError(
@@ -189,7 +188,11 @@ def canonical_faces(qvertices: np.ndarray, faces: np.ndarray) -> list[tuple]:
     order within a face (what the round-trip guarantee compares)."""
     out = []
     for a, b, c in np.asarray(faces).tolist():
-        pts = [tuple(qvertices[a].tolist()), tuple(qvertices[b].tolist()), tuple(qvertices[c].tolist())]
+        pts = [
+            tuple(qvertices[a].tolist()),
+            tuple(qvertices[b].tolist()),
+            tuple(qvertices[c].tolist()),
+        ]
         k = pts.index(min(pts))
         out.append(tuple(pts[k:] + pts[:k]))
     return sorted(out)
@@ -238,9 +241,13 @@ def _as_tokens(tokens: Any) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 - anything unconvertible is the caller's bad input
         raise MeshDecodeError(f"tokens must be a 1-D sequence of integer ids: {e}") from None
     if t.dtype == object or t.dtype.kind not in "iub":
-        if t.dtype.kind == "f" and t.size and np.all(np.isfinite(t)) and np.all(t == np.round(t)):
-            t = t.astype(np.int64)
-        elif t.size == 0:
+        if (
+            t.dtype.kind == "f"
+            and t.size
+            and np.all(np.isfinite(t))
+            and np.all(t == np.round(t))
+            or t.size == 0
+        ):
             t = t.astype(np.int64)
         else:
             raise MeshDecodeError(f"tokens must be integer ids, got dtype {t.dtype}")
@@ -797,11 +804,16 @@ class NaiveTokenizer:
                 chunk = t[i : i + 9]
                 bad = next((k for k, v in enumerate(chunk) if not 0 <= v < L), None)
                 if bad is not None:
-                    report.reason, report.position = f"token {chunk[bad]} is not a coordinate", i + bad
+                    report.reason, report.position = (
+                        f"token {chunk[bad]} is not a coordinate",
+                        i + bad,
+                    )
                     break
                 if len(chunk) < 9:
                     break  # truncated inside a face
-                keys = [(chunk[3 * k] * L + chunk[3 * k + 1]) * L + chunk[3 * k + 2] for k in range(3)]
+                keys = [
+                    (chunk[3 * k] * L + chunk[3 * k + 1]) * L + chunk[3 * k + 2] for k in range(3)
+                ]
                 if len(set(keys)) < 3:
                     report.reason, report.position = "face repeats a vertex", i
                     break

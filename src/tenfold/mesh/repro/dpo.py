@@ -89,8 +89,17 @@ def _mean(rows: list[list], attr: str) -> float:
     "mesh/dpo",
     MeshDPOConfig,
     presets={
-        "quick": dict(base="quick", n_train_clouds=12, rounds=2, samples_per_cloud=4,
-                      steps=30, batch_size=4, lr=1e-4, eval_samples=2, n_render=3),
+        "quick": dict(
+            base="quick",
+            n_train_clouds=12,
+            rounds=2,
+            samples_per_cloud=4,
+            steps=30,
+            batch_size=4,
+            lr=1e-4,
+            eval_samples=2,
+            n_render=3,
+        ),
         "full": {},
     },  # fmt: skip
     summary="DPO of the pre-trained mesh generator with preference pairs from automatic 3-D scores: combined score, Chamfer, holes, non-manifold edges and validity on held-out clouds before and after, and the paired win rate.",
@@ -102,7 +111,12 @@ def dpo(cfg: MeshDPOConfig, ctx: RunContext) -> Result:
     rng = np.random.default_rng(cfg.seed + 11)
     train = [e for e in ds.train if e.aug == 0]
     if cfg.n_train_clouds:
-        train = [train[i] for i in sorted(rng.choice(len(train), min(cfg.n_train_clouds, len(train)), replace=False))]
+        train = [
+            train[i]
+            for i in sorted(
+                rng.choice(len(train), min(cfg.n_train_clouds, len(train)), replace=False)
+            )
+        ]
     val = [e for e in ds.val if e.aug == 0]
 
     def clouds(exs):
@@ -200,7 +214,9 @@ def dpo(cfg: MeshDPOConfig, ctx: RunContext) -> Result:
                 cells.append((f"{m}: score {sc[m][i][0].combined:.3f}", s.vertices, s.faces))
             grid.append((e.name, cells))
         figs.append(render_grid(ctx, grid, "samples", "held-out clouds: reference vs DPO (paired)"))
-    hist = [{k_: (round(v, 4) if isinstance(v, float) else v) for k_, v in h.items()} for h in history]
+    hist = [
+        {k_: (round(v, 4) if isinstance(v, float) else v) for k_, v in h.items()} for h in history
+    ]
     return Result(metrics=metrics, claims=claims, tables={"rounds": hist, "samples": rows},
                   figures=figs,
                   notes=f"Reference: mesh/pretrain --preset {cfg.base}. DPO on {len(train)} "

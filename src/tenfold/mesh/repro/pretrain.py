@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ...core.experiment import Claim, Result, RunContext, binomial_noise, experiment
 from ...core.io import cached_state
-from ...core.train import Trainer, TrainConfig
+from ...core.train import TrainConfig, Trainer
 from ...core.validate import check_config, config_fail
 from ..dataset import MeshDataConfig, MeshDataset, MeshExample, build_dataset
 from ..model import MeshGenConfig, MeshGenerator, Sample, windows

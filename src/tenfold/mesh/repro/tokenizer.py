@@ -140,7 +140,9 @@ def tokenizer(cfg: TokenizerConfig, ctx: RunContext) -> Result:
         tpf = np.array([r[key] for r in rows])
         nt = np.array([r[f"{key}_tokens"] for r in rows], dtype=np.float64)
         metrics[f"{key}.tokens_per_face_median"] = float(np.median(tpf))
-        metrics[f"{key}.tokens_per_face_big_mean"] = float(tpf[big].mean()) if big.any() else float("nan")
+        metrics[f"{key}.tokens_per_face_big_mean"] = (
+            float(tpf[big].mean()) if big.any() else float("nan")
+        )
         metrics[f"{key}.reduction_pooled"] = _pooled(nt, faces)
         metrics[f"{key}.reduction_mean"] = float((1 - tpf / 9).mean())
         if key == "deepmesh":
