@@ -21,6 +21,7 @@ Measured on the validation meshes:
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ...core.experiment import Claim, Result, RunContext, binomial_noise, experiment
-from ...core.io import cached_state
+from ...core.io import cache_dir, cached_state, spec_hash
 from ...core.train import TrainConfig, Trainer
 from ...core.validate import check_config, config_fail
 from ..dataset import MeshDataConfig, MeshDataset, MeshExample, build_dataset
@@ -164,9 +165,12 @@ def pretrained_base(
         tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                            warmup_steps=cfg.warmup_steps, schedule="cosine", ema_decay=None,
                            seed=cfg.seed, progress=progress, desc="mesh pre-training",
-                           weight_decay=0.01)  # fmt: skip
+                           weight_decay=0.01, ckpt_every=200)  # fmt: skip
         t0 = time.perf_counter()
-        hist = Trainer(model, loss, data, tcfg).fit()
+        # a stopped pre-training resumes from its last checkpoint (every 200 steps)
+        ckpt = cache_dir() / NAMESPACE / f"base-{spec_hash(spec)}-ckpt"
+        hist = Trainer(model, loss, data, tcfg, ckpt_dir=ckpt).fit(resume=True)
+        shutil.rmtree(ckpt, ignore_errors=True)
         info["train_s"] = time.perf_counter() - t0
         info["loss_curve"] = [(h["step"], h["loss"]) for h in hist]
         return model.state_dict()
