@@ -117,10 +117,10 @@ def test_round_trip_real_meshes(name):
     assert MeshTokenizer().encode(v, f).tolist() == _ref._encode(v.tolist(), f.tolist())
 
 
-@HYP
-@given(meshes(), st.data())
-def test_mutated_streams_decode_to_a_valid_prefix_or_the_documented_error(mesh, data):
-    tok = MeshTokenizer(64, (4, 16))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(meshes(), st.sampled_from([0, 1, 3]), st.data())
+def test_mutated_streams_decode_to_a_valid_prefix_or_the_documented_error(mesh, which, data):
+    tok = TOKENIZERS[which]
     v, f = mesh
     t = tok.encode(v, f).tolist()
     op = data.draw(st.sampled_from(["cut", "sub", "del", "ins", "swap", "junk"]))
@@ -201,10 +201,11 @@ def test_grammar_allows_every_token_of_an_encoded_mesh(mesh):
     assert g.done
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_random_walk_through_the_mask_always_decodes(seed):
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("which", [0, 1, 3])
+def test_random_walk_through_the_mask_always_decodes(seed, which):
     rng = np.random.default_rng(seed)
-    tok = MeshTokenizer(64, (4, 16))
+    tok = TOKENIZERS[which]
     g = MeshGrammar(tok, min_faces=1)
     seq = []
     for _ in range(400):
