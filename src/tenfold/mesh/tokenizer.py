@@ -492,31 +492,27 @@ def _patchify(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.ndarra
         unv[a] -= 1
         unv[b] -= 1
         unv[c] -= 1
-        fwd = [x0, y0]
-        cur = y0
-        while True:
-            step = _take(nxt.get(cur), visited)
-            if step is None:
-                break
-            fi, cur = step
-            _visit(fi, fl, visited, unv)
-            fwd.append(cur)
-        back: list[int] = []
-        cur = x0
-        while True:
-            step = _take(prv.get(cur), visited)
-            if step is None:
-                break
-            fi, cur = step
-            _visit(fi, fl, visited, unv)
-            back.append(cur)
-        back.reverse()
+        fwd = [x0, y0] + _walk(nxt, y0, fl, visited, unv)  # faces (ctr, cur, next)
+        back = _walk(prv, x0, fl, visited, unv)[::-1]  # faces (ctr, prev, cur)
         seq.append(ctr)
         cen.append(True)
         seq.extend(back)
         seq.extend(fwd)
         cen.extend([False] * (len(back) + len(fwd)))
     return np.asarray(seq, dtype=np.int64), np.asarray(cen, dtype=bool)
+
+
+def _walk(links: dict, cur: int, fl: list, visited: bytearray, unv: list) -> list[int]:
+    """Follow ``links`` (vertex -> [(face, next vertex)]) from ``cur`` over unvisited faces,
+    visiting them; returns the vertices reached, in order."""
+    out = []
+    while True:
+        step = _take(links.get(cur), visited)
+        if step is None:
+            return out
+        fi, cur = step
+        _visit(fi, fl, visited, unv)
+        out.append(cur)
 
 
 def _take(cands: list | None, visited: bytearray):
