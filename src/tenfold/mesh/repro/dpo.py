@@ -46,9 +46,9 @@ class MeshDPOConfig:
     beta: float = 0.1
     pair_margin: float = 0.02
     max_pairs_per_cloud: int = 3
-    steps: int = 80  # optimizer steps per round
+    steps: int = 100  # optimizer steps per round
     batch_size: int = 8
-    lr: float = 2e-5
+    lr: float = 5e-5
     sft_weight: float = 0.0
     eval_samples: int = 4  # per held-out cloud, for the reference and the DPO model each
     n_render: int = 4
