@@ -182,7 +182,10 @@ def dpo_finetune(
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + rnd)
         pairs_w, pairs_l, pair_cond = [], [], []
         round_scores = []
-        for ci, c in enumerate(conds):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(conds, desc=f"dpo round {rnd}: sampling", disable=not cfg.progress, leave=False)
+        for ci, c in enumerate(bar):
             cc = c[None].expand(cfg.samples_per_cloud, -1, -1)
             smp = model.sample(
                 cc,

@@ -142,9 +142,10 @@ def dpo(cfg: MeshDPOConfig, ctx: RunContext) -> Result:
     conds = torch.stack([torch.from_numpy(np.concatenate(c, 1)) for c in val_clouds])
     k = cfg.eval_samples
     seed = cfg.seed + 1000
-    smp = {m: sample_clouds(net, conds, k, bcfg, seed) for m, net in (("ref", ref), ("dpo", model))}
-    raw = {m: sample_clouds(net, conds, k, bcfg, seed, constrained=False)
-           for m, net in (("ref", ref), ("dpo", model))}  # fmt: skip
+    nets = (("ref", ref), ("dpo", model))
+    smp = {m: sample_clouds(net, conds, k, bcfg, seed, progress=ctx.progress) for m, net in nets}
+    raw = {m: sample_clouds(net, conds, k, bcfg, seed, constrained=False, progress=ctx.progress)
+           for m, net in nets}  # fmt: skip
     sc = {m: _scores(smp[m], val_clouds) for m in smp}
     comb = {m: np.array([[s.combined for s in r] for r in sc[m]]) for m in sc}  # (C, k)
     per_cloud = comb["ref"].mean(1) - comb["dpo"].mean(1)  # > 0: DPO better

@@ -253,12 +253,16 @@ def sample_clouds(
     seed: int,
     constrained: bool = True,
     batch: int = 8,
+    progress: bool = False,
 ) -> list[list[Sample]]:
     """``n`` samples for each cloud of ``conds`` (C, N, 6), batched, seeded: out[c][k]."""
+    from tqdm.auto import tqdm
+
     flat = conds.repeat_interleave(n, 0)  # (C n, N, 6)
     g = torch.Generator().manual_seed(seed)
     out: list[Sample] = []
-    for i in range(0, len(flat), batch):
+    desc = "sampling" + ("" if constrained else " (raw)")
+    for i in tqdm(range(0, len(flat), batch), desc=desc, disable=not progress, leave=False):
         out += model.sample(flat[i : i + batch], max_new_tokens=cfg.max_new_tokens,
                             temperature=cfg.temperature, top_p=cfg.top_p,
                             constrained=constrained, generator=g)  # fmt: skip
@@ -303,8 +307,9 @@ def pretrain(cfg: PretrainConfig, ctx: RunContext) -> Result:
                  for e in ds.train if e.aug == 0]  # fmt: skip
     # samples: constrained and raw, with the same seed
     k = cfg.samples_per_cloud
-    smp_c = sample_clouds(model, conds, k, cfg, seed=cfg.seed + 7)
-    smp_r = sample_clouds(model, conds, k, cfg, seed=cfg.seed + 7, constrained=False)
+    smp_c = sample_clouds(model, conds, k, cfg, seed=cfg.seed + 7, progress=ctx.progress)
+    smp_r = sample_clouds(model, conds, k, cfg, seed=cfg.seed + 7, constrained=False,
+                          progress=ctx.progress)  # fmt: skip
     ok_c = [complete(s) for row in smp_c for s in row]
     ok_r = [complete(s) for row in smp_r for s in row]
     cham_own, cham_other, rows = [], [], []
