@@ -103,6 +103,10 @@ def test_windows_pad_short_and_crop_long_sequences():
     assert t.tolist() == [0, 1, 2, 3, 4, 99, 99, 99, 99] and m.sum() == 5
     t, m = windows(np.arange(100), 8, rng, pad=99)
     assert len(t) == 9 and m.all() and (np.diff(t) == 1).all()
+    with pytest.raises(ValueError, match="1-D integer"):
+        windows(np.zeros((2, 3), dtype=np.int64), 8, rng, pad=99)
+    with pytest.raises(ValueError, match="window"):
+        windows(np.arange(5), 0, rng, pad=99)
 
 
 def test_checkpoint_round_trip_and_corruption(tmp_path):

@@ -320,6 +320,12 @@ def windows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One training window of ``window + 1`` tokens from a sequence (all of it, padded,
     when it fits; else a random crop): (tokens (window+1,), mask (window+1,) bool)."""
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 1 or tokens.dtype.kind not in "iu":
+        raise ValueError(
+            f"tokens must be a 1-D integer sequence, got {tokens.dtype} {tokens.shape}"
+        )
+    window = int(check_number("window", window, ">=1", integer=True))
     n = len(tokens)
     out = np.full(window + 1, pad, dtype=np.int64)
     mask = np.zeros(window + 1, dtype=bool)

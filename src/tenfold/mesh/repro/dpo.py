@@ -30,10 +30,10 @@ from .pretrain import (
     PretrainConfig,
     complete,
     cond_of,
-    ds_mesh,
     pretrained_base,
     render_grid,
     sample_clouds,
+    true_mesh,
 )
 
 
@@ -208,7 +208,7 @@ def dpo(cfg: MeshDPOConfig, ctx: RunContext) -> Result:
     if cfg.n_render:
         grid = []
         for i, e in enumerate(val[: cfg.n_render]):
-            tv, tf = ds_mesh(e, ref)
+            tv, tf = true_mesh(e, ref)
             cells = [("ground truth", tv, tf)]
             for m in ("ref", "dpo"):
                 s = smp[m][i][0]

@@ -146,6 +146,9 @@ def _train_loss(cfg: PretrainConfig, ds: MeshDataset, pad: int):
     return data, loss
 
 
+_EVAL_FIELDS = ("samples_per_cloud", "max_new_tokens", "temperature", "top_p", "n_render")
+
+
 def pretrained_base(
     cfg: PretrainConfig, progress: bool = False, log=None
 ) -> tuple[MeshGenerator, MeshDataset, dict]:
@@ -180,9 +183,6 @@ def pretrained_base(
     if log and not info:
         log("pre-trained base loaded from the cache")
     return model.eval(), ds, info
-
-
-_EVAL_FIELDS = ("samples_per_cloud", "max_new_tokens", "temperature", "top_p", "n_render")
 
 
 def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -392,7 +392,7 @@ def pretrain(cfg: PretrainConfig, ctx: RunContext) -> Result:
     if cfg.n_render:
         grid = []
         for i, e in enumerate(val[: cfg.n_render]):
-            tv, tf = ds_mesh(e, model)
+            tv, tf = true_mesh(e, model)
             cells = [("ground truth", tv, tf)]
             cells += [(f"sample {j}: {len(s.faces)} faces", s.vertices, s.faces)
                       for j, s in enumerate(smp_c[i])]  # fmt: skip
@@ -409,7 +409,7 @@ def pretrain(cfg: PretrainConfig, ctx: RunContext) -> Result:
                   figures=figs, notes=notes)  # fmt: skip
 
 
-def ds_mesh(e: MeshExample, model: MeshGenerator) -> tuple[np.ndarray, np.ndarray]:
+def true_mesh(e: MeshExample, model: MeshGenerator) -> tuple[np.ndarray, np.ndarray]:
     """The (quantised) ground-truth mesh of an example, decoded from its tokens."""
     r = model.tokenizer.decode_full(e.tokens, strict=True)
     return r.vertices, r.faces
