@@ -62,7 +62,8 @@ def test_pairs_by_margin_widest_first():
 @pytest.mark.parametrize(
     "kw, match",
     [(dict(beta=0), "beta"), (dict(samples_per_cloud=1), "samples_per_cloud"),
-     (dict(top_p=1.5), "top_p"), (dict(pair_margin=-1), "pair_margin")],
+     (dict(top_p=1.5), "top_p"), (dict(pair_margin=-1), "pair_margin"),
+     (dict(objective="ppo"), "objective")],
 )  # fmt: skip
 def test_dpo_config_errors(kw, match):
     with pytest.raises(ConfigError, match=match):
@@ -83,7 +84,16 @@ def test_dpo_finetune_raises_the_winners_relative_log_ratio():
     assert hist[0]["accuracy"] > 0.5 and hist[0]["loss"] < math.log(2)
     changed = any((a - b).abs().max() > 0 for a, b in zip(gen.parameters(), ref.parameters()))
     assert changed
+    # the control objective fine-tunes on the winners alone, with no reference needed
+    sft = copy.deepcopy(ref)
+    hist = dpo_finetune(sft, clouds, DPOConfig(**{**cfg.__dict__, "objective": "sft"}))
+    assert hist[0]["pairs"] > 0 and math.isnan(hist[0]["accuracy"]) and hist[0]["loss"] > 0
+    assert any((a - b).abs().max() > 0 for a, b in zip(sft.parameters(), ref.parameters()))
     with pytest.raises(ValueError, match="at least one"):
         dpo_finetune(gen, [], cfg)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        dpo_finetune(copy.deepcopy(ref).requires_grad_(False), clouds, cfg)
+    with pytest.raises(ValueError, match="separate"):
+        dpo_finetune(gen, clouds, cfg, reference=gen)
     with pytest.raises(ValueError, match="window"):
         dpo_finetune(gen, clouds, DPOConfig(max_new_tokens=500, progress=False))

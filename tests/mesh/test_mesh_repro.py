@@ -59,13 +59,19 @@ def test_dpo_quick(tmp_path):
     res, _ = run_experiment("mesh/dpo", "quick", out=tmp_path, progress=False)
     m = res.metrics
     assert m["val_clouds"] >= 10 and m["train_clouds"] == 12
-    assert len(res.tables["rounds"]) == 2 and m["pairs_total"] > 0
-    for k in ("ref", "dpo"):
+    rounds = res.tables["rounds"]
+    assert [r["objective"] for r in rounds] == ["dpo", "dpo", "sft", "sft"]
+    assert m["pairs_total"] > 0
+    # round 0 of DPO and of the control sample from the same reference with the same seed
+    assert rounds[0]["pairs"] == rounds[2]["pairs"]
+    for k in ("ref", "dpo", "sft"):
         assert m[f"{k}.n_faces"] >= 1 and 0 <= m[f"{k}.boundary_fraction"] <= 1
     assert 0 <= m["win_rate"] <= 1
-    assert {c.key for c in res.claims} == {"dpo-improves-score", "dpo-wins", "validity-kept"}
+    assert {c.key for c in res.claims} == {
+        "dpo-improves-score", "dpo-wins", "validity-kept", "dpo-beats-sft"
+    }  # fmt: skip
     rows = res.tables["samples"]
-    assert len(rows) == m["val_clouds"] * 2
+    assert len(rows) == m["val_clouds"] * 2 and "sft_combined" in rows[0]
 
 
 @pytest.mark.parametrize(

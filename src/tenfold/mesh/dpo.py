@@ -41,6 +41,9 @@ class DPOConfig:
     batch_size: int = 8  # pairs per step
     lr: float = 5e-5
     sft_weight: float = 0.0  # optional NLL of the winners added to the loss
+    # "dpo", or "sft": the control that fine-tunes on the winners' NLL alone (rejection-
+    # sampling fine-tuning), with the same pairs, steps and lr
+    objective: str = "dpo"
     temperature: float = 1.0
     top_p: float = 0.95
     max_new_tokens: int = 512
@@ -59,6 +62,7 @@ class DPOConfig:
             batch_size=">=1",
             lr=">0",
             sft_weight=">=0",
+            objective=("dpo", "sft"),
             temperature=">0",
             top_p="(0,1]",
             max_new_tokens=">=1",
@@ -130,11 +134,13 @@ def _log_probs(
 
 def _pair_loss(cfg: DPOConfig, cond: Tensor, win, lose, ref_w: Tensor, ref_l: Tensor):
     """The trainer's loss over a batch of pair indices: DPO (+ the winners' NLL when
-    ``sft_weight``). cond (P, N, 6); win/lose: (tokens (P, T), mask (P, T))."""
+    ``sft_weight``), or the winners' NLL alone (``objective="sft"``). cond (P, N, 6); win/lose: (tokens (P, T), mask (P, T))."""
     (tw, mw), (tl, ml) = win, lose
 
     def loss_fn(m, idx, ctx):
         cnd = cond[idx]
+        if cfg.objective == "sft":
+            return m.loss(cnd, tw[idx], mw[idx])
         lw = m.log_prob(cnd, tw[idx], mw[idx])
         ll = m.log_prob(cnd, tl[idx], ml[idx])
         out = dpo_loss(lw, ll, ref_w[idx], ref_l[idx], cfg.beta)
@@ -166,6 +172,13 @@ def dpo_finetune(
             f"max_new_tokens={cfg.max_new_tokens} exceeds the model's window "
             f"{model.config.window}: DPO scores whole sequences in one pass"
         )
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(
+            "model has no trainable parameters (a frozen reference? copy it and call "
+            "requires_grad_(True))"
+        )
+    if reference is model:
+        raise ValueError("reference must be a separate (frozen) copy of the model, not the model")
     ref = reference if reference is not None else copy.deepcopy(model)
     ref.eval()
     for p in ref.parameters():
@@ -184,7 +197,12 @@ def dpo_finetune(
         round_scores = []
         from tqdm.auto import tqdm
 
-        bar = tqdm(conds, desc=f"dpo round {rnd}: sampling", disable=not cfg.progress, leave=False)
+        bar = tqdm(
+            conds,
+            desc=f"{cfg.objective} round {rnd}: sampling",
+            disable=not cfg.progress,
+            leave=False,
+        )
         for ci, c in enumerate(bar):
             cc = c[None].expand(cfg.samples_per_cloud, -1, -1)
             smp = model.sample(
@@ -209,14 +227,19 @@ def dpo_finetune(
             rec.update(loss=float("nan"), accuracy=float("nan"), note="no pair reached the margin")
             history.append(rec)
             if log:
-                log(f"DPO round {rnd}: no pair reached margin {cfg.pair_margin}; skipped")
+                log(
+                    f"{cfg.objective.upper()} round {rnd}: no pair reached margin {cfg.pair_margin}; skipped"
+                )
             continue
         tw, mw = _pad(pairs_w, pad)
         tl, ml = _pad(pairs_l, pad)
         cidx = torch.as_tensor(pair_cond)
         cond_all = torch.stack(conds)  # (C, N, 6)
-        ref_w = _log_probs(ref, cond_all[cidx], tw, mw)
-        ref_l = _log_probs(ref, cond_all[cidx], tl, ml)
+        if cfg.objective == "dpo":
+            ref_w = _log_probs(ref, cond_all[cidx], tw, mw)
+            ref_l = _log_probs(ref, cond_all[cidx], tl, ml)
+        else:  # the SFT control needs no reference
+            ref_w = ref_l = torch.zeros(len(tw))
         n_pairs = len(tw)
 
         def data(ctx, n=n_pairs):
@@ -234,7 +257,7 @@ def dpo_finetune(
                 ema_decay=None,
                 seed=cfg.seed + rnd,
                 progress=cfg.progress,
-                desc=f"dpo round {rnd}",
+                desc=f"{cfg.objective} round {rnd}",
                 log_every=10,
             ),
         )
@@ -242,12 +265,12 @@ def dpo_finetune(
         tail = hist[-max(1, len(hist) // 5) :]
         rec.update(
             loss=float(np.mean([h["loss"] for h in tail])),
-            accuracy=float(np.mean([h["acc"] for h in tail])),
+            accuracy=float(np.mean([h.get("acc", np.nan) for h in tail])),
         )
         history.append(rec)
         if log:
             log(
-                f"DPO round {rnd}: {n_pairs} pairs, loss {rec['loss']:.4f}, acc {rec['accuracy']:.2f}"
+                f"{cfg.objective.upper()} round {rnd}: {n_pairs} pairs, loss {rec['loss']:.4f}, acc {rec['accuracy']:.2f}"
             )
     model.eval()
     return history
