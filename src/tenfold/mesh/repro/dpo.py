@@ -25,8 +25,7 @@ import torch
 
 from ...core.experiment import Claim, Result, RunContext, binomial_noise, experiment, make_config
 from ...core.validate import check_config
-from ..dpo import DPOConfig, dpo_finetune
-from ..scores import score_mesh
+from ..dpo import DPOConfig, dpo_finetune, score_samples
 from .pretrain import (
     PRETRAIN_PRESETS,
     PretrainConfig,
@@ -80,8 +79,7 @@ class MeshDPOConfig:
 
 
 def _scores(samples, clouds) -> list[list]:
-    return [[score_mesh(s.vertices, s.faces, p, n) for s in row]
-            for row, (p, n) in zip(samples, clouds)]  # fmt: skip
+    return [score_samples(row, p, n) for row, (p, n) in zip(samples, clouds)]
 
 
 def _mean(rows: list[list], attr: str) -> float:
